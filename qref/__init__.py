@@ -1,0 +1,19 @@
+"""qref: a readable numpy reference implementation of neural-network quantization.
+
+One module per family of methods; each function names its paper and equation:
+
+- :mod:`qref.rounding`  rounding rules (nearest with every tie rule, directed, stochastic)
+- :mod:`qref.uniform`   uniform (affine) quantization: scale, zero point, codes, granularity
+- :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
+- :mod:`qref.data`      synthetic weights, the digits data set, the reference model
+- :mod:`qref.widgets`   interactive figures that work live and in the static book
+
+numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerates the hot
+kernels without changing any result (see :mod:`qref._numba`).
+"""
+
+from . import data, metrics, rounding, uniform
+from ._numba import HAVE_NUMBA, USE_NUMBA
+
+__version__ = "0.1.0"
+__all__ = ["data", "metrics", "rounding", "uniform", "HAVE_NUMBA", "USE_NUMBA", "__version__"]
