@@ -9,6 +9,10 @@
 2. Executed notebooks for download. myst-nb publishes each chapter's *executed* notebook
    as ``_build/html/_sources/<chapter>.ipynb`` (also offered by the theme's download
    button); every chapter page links to it at the top, where a reader looks first.
+3. A workaround for an upstream console error: sphinx-thebe 0.3.1 registers its inline
+   ``const THEBE_JS_URL = ...`` script from a handler that runs once per read, so with
+   Sphinx 7.4 the script lands in every page twice and the second copy throws
+   "Identifier 'THEBE_JS_URL' has already been declared". Duplicates are dropped here.
 """
 
 from __future__ import annotations
@@ -48,7 +52,20 @@ def _add_download_link(app, pagename, templatename, context, doctree):
     context["body"] = link + context["body"]
 
 
+def _drop_duplicate_scripts(app, pagename, templatename, context, doctree):
+    scripts, seen = [], set()
+    for js in context.get("script_files", []):
+        # the two copies differ only in filename None vs "": compare on content and attributes
+        attrs = tuple(sorted((k, str(v)) for k, v in getattr(js, "attributes", {}).items()))
+        key = (str(getattr(js, "filename", js) or ""), attrs)
+        if key not in seen:
+            seen.add(key)
+            scripts.append(js)
+    context["script_files"] = scripts
+
+
 def setup(app):
     app.connect("builder-inited", _set_environment)
     app.connect("html-page-context", _add_download_link)
+    app.connect("html-page-context", _drop_duplicate_scripts)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
