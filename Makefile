@@ -34,8 +34,16 @@ $(BOOK_STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
+# torch is an optional test dependency: tests/test_uniform.py compares fake_quantize with
+# torch.fake_quantize_* bit for bit. It is installed only from a CPU wheel already on this
+# machine's disk (a plain `pip install torch` would download a multi-GB CUDA build); without
+# it those comparisons are skipped with a reason.
+TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-cp311-*.whl))
+
 $(TEST_STAMP): $(BOOK_STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
+	@if [ -n "$(TORCH_WHEEL)" ]; then $(BIN)/pip install --quiet "$(TORCH_WHEEL)"; \
+	else echo "note: no local torch CPU wheel; the torch comparison tests will be skipped"; fi
 	touch $@
 
 setup: $(BOOK_STAMP)

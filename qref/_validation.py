@@ -36,6 +36,9 @@ __all__ = [
     "check_range",
     "check_rng",
     "check_bool",
+    "check_int",
+    "check_real",
+    "check_float_dtype",
     "raise_nonfinite",
 ]
 
@@ -129,6 +132,34 @@ def check_bool(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     return bool(value)
+
+
+def check_int(value, name, *, low=None):
+    """Check an integer (numpy integers too, bools and floats refused), ``>= low`` if given."""
+    v = _as_int(value, name)
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {v}")
+    return v
+
+
+def check_real(value, name):
+    """Check a finite real number (a Python or numpy scalar, not a bool); return it as ``float``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def check_float_dtype(dtype, name="dtype"):
+    """Check that ``dtype`` names a real floating dtype (float16, float32, float64); return it."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be a floating dtype such as np.float32, got {dtype!r}") from None
+    if dt.kind != "f":
+        raise TypeError(f"{name} must be a floating dtype (float16, float32 or float64), got {dt}")
+    return dt
 
 
 def check_positive(value, name, *, integer=False):

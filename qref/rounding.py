@@ -23,9 +23,10 @@ variance :math:`f(1-f)` (at most 1/4) where round-to-nearest has none. The surve
 (Guo 2018, Sec. 2.2.1) calls it *random rounding*: the rounded value is sampled from a
 distribution parameterised by the real value.
 
-Exactness: the fractional part is computed as ``x - floor(x)``, which is exact in binary
-floating point, so ties are detected exactly (``floor(x + 0.5)`` is not: it rounds
-0.49999999999999994 up).
+Exactness: the fractional part is computed as ``x - trunc(x)``, which is exact in binary
+floating point, so ties are detected exactly. ``floor(x + 0.5)`` is not (it rounds
+0.49999999999999994 up), and neither is ``x - floor(x)`` for small negative ``x`` (for
+``x = -0.49999999999999994`` it gives exactly 0.5, a false tie).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._numba import USE_NUMBA, njit
-from ._validation import as_float_array, check_choice, check_positive, check_rng
+from ._validation import as_float_array, check_choice, check_positive, check_real, check_rng
 
 __all__ = [
     "MODES",
@@ -88,8 +89,9 @@ def round_half_up(x):
     array([ 1.,  2.,  0., -1.])
     """
     x = as_float_array(x, "x")
-    n = np.floor(x)
-    return n + (x - n >= 0.5).astype(x.dtype)
+    t = np.trunc(x)
+    f = x - t  # exact, in (-1, 1), with the sign of x
+    return t + (f >= 0.5).astype(x.dtype) - (f < -0.5).astype(x.dtype)
 
 
 def round_half_down(x):
@@ -101,8 +103,9 @@ def round_half_down(x):
     array([ 0.,  1., -1., -2.])
     """
     x = as_float_array(x, "x")
-    n = np.floor(x)
-    return n + (x - n > 0.5).astype(x.dtype)
+    t = np.trunc(x)
+    f = x - t  # exact, in (-1, 1), with the sign of x
+    return t + (f > 0.5).astype(x.dtype) - (f <= -0.5).astype(x.dtype)
 
 
 def round_floor(x):
@@ -178,9 +181,13 @@ def round_stochastic(x, *, rng=None):
     """
     x = as_float_array(x, "x")
     gen = check_rng(rng)
-    n = np.floor(x)
+    t = np.trunc(x)
+    f = x - t  # exact, in (-1, 1); x - floor(x) = f or 1 + f, which may round
     u = gen.random(x.shape)  # float64 uniforms in [0, 1)
-    return n + (u < (x - n)).astype(x.dtype)
+    # up from floor(x) with probability x - floor(x): u < f when f >= 0, and u < 1 + f when
+    # f < 0, tested as u - 1 < f (exact) since 1 + f may round
+    neg = f < 0
+    return t - neg.astype(x.dtype) + (np.where(neg, u - 1.0, u) < f).astype(x.dtype)
 
 
 _ROUNDERS = {
@@ -239,26 +246,28 @@ _MODE_ID = {m: i for i, m in enumerate(MODES)}
 
 def _round_scalar(v, mode_id, u):
     """Round one float with mode number ``mode_id`` (index into MODES); ``u`` in [0, 1)."""
-    n = np.floor(v)
-    f = v - n
+    t = np.trunc(v)
+    f = v - t  # exact fractional part, in (-1, 1), with the sign of v
     if mode_id == 0:  # half_even
         return np.rint(v)
     if mode_id == 1:  # half_away
-        t = np.trunc(v)
-        if abs(v - t) >= 0.5:
+        if abs(f) >= 0.5:
             return t + (1.0 if v > 0 else -1.0)
         return t
     if mode_id == 2:  # half_up
-        return n + 1.0 if f >= 0.5 else n
+        return t + 1.0 if f >= 0.5 else (t - 1.0 if f < -0.5 else t)
     if mode_id == 3:  # half_down
-        return n + 1.0 if f > 0.5 else n
+        return t + 1.0 if f > 0.5 else (t - 1.0 if f <= -0.5 else t)
     if mode_id == 4:  # floor
-        return n
+        return np.floor(v)
     if mode_id == 5:  # ceil
         return np.ceil(v)
     if mode_id == 6:  # trunc
-        return np.trunc(v)
-    return n + 1.0 if u < f else n  # stochastic
+        return t
+    # stochastic: up from floor(v) with probability v - floor(v) (f, or 1 + f when f < 0)
+    if f >= 0:
+        return t + 1.0 if u < f else t
+    return t if u - 1.0 < f else t - 1.0
 
 
 def _accumulate_py(increments, step, start, mode_id, uniforms):
@@ -329,8 +338,7 @@ def accumulate(increments, *, step, mode="half_even", start=0.0, rng=None):
         raise ValueError(f"increments must be 1-d, got shape {inc.shape}")
     check_positive(step, "step")
     check_choice(mode, "mode", MODES)
-    if not np.isfinite(start):
-        raise ValueError(f"start must be finite, got {start!r}")
+    start = check_real(start, "start")
     mode_id = _MODE_ID[mode]
     gen = check_rng(rng)
     u0, uniforms = (gen.random(), gen.random(inc.shape[0])) if mode == "stochastic" else (0.0, np.zeros(inc.shape[0]))

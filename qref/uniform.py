@@ -39,9 +39,9 @@ represents it exactly) and the zero point is chosen as for the range [0, 0]. Sca
 smaller than the smallest normal float32 (``1.18e-38``) are treated the same way, so no
 code path divides by zero or produces NaN.
 
-**Semantics match PyTorch.** :func:`fake_quantize` computes, in the input's dtype,
-``(clip(rint(x * (1/S)) + Z, qmin, qmax) - Z) * S``: multiplication by the reciprocal of the
-scale, round half to even, clamp. That is exactly
+**Semantics match PyTorch.** :func:`fake_quantize` computes, in the input's dtype (float32
+for float16 input), ``(clip(rint(x * (1/S)) + Z, qmin, qmax) - Z) * S``: multiplication by the
+reciprocal of the scale, round half to even, clamp. That is exactly
 ``torch.fake_quantize_per_tensor_affine`` / ``..._per_channel_affine`` for float32 input
 (``tests/test_uniform.py`` compares them when torch is installed). Note ``x * (1/S)`` can
 differ from ``x / S`` in the last bit, which matters only at exact ties.
@@ -49,6 +49,8 @@ differ from ``x / S`` in the last bit, which matters only at exact ties.
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +64,7 @@ from ._validation import (
     check_bits,
     check_bool,
     check_choice,
+    check_int,
     check_positive,
     check_range,
     raise_nonfinite,
@@ -123,7 +126,7 @@ def code_dtype(bits, *, signed=True):
     (dtype('int8'), dtype('uint8'), dtype('int16'))
     """
     bits = check_bits(bits, high=MAX_BITS)
-    if signed:
+    if check_bool(signed, "signed"):
         return np.dtype(np.int8 if bits <= 8 else np.int16)
     return np.dtype(np.uint8 if bits <= 8 else np.uint16)
 
@@ -183,15 +186,19 @@ class QuantParams:
         if not (np.isfinite(scale).all() and (scale > 0).all()):
             raise ValueError(f"scale must be finite and > 0 everywhere, got {self.scale!r}")
         zp = np.asarray(self.zero_point)
-        if zp.dtype.kind == "f" and np.array_equal(zp, np.round(zp)):
+        if zp.dtype.kind == "f":
+            if not np.array_equal(zp, np.round(zp)):
+                raise TypeError(f"zero_point must hold integers (codes), got {self.zero_point!r}")
             zp = zp.astype(np.int64)
         zp = as_int_array(zp, "zero_point").astype(np.int64)
         if zp.shape != scale.shape:
             raise ValueError(f"zero_point must have the shape of scale {scale.shape}, got {zp.shape}")
         if ((zp < qmin) | (zp > qmax)).any():
             raise ValueError(f"zero_point must lie in the code range [{qmin}, {qmax}], got {self.zero_point!r}")
+        if self.axis is not None:
+            set_(self, "axis", check_int(self.axis, "axis"))
         if self.group_size is not None:
-            check_positive(self.group_size, "group_size", integer=True)
+            set_(self, "group_size", check_positive(self.group_size, "group_size", integer=True))
             if self.axis is None:
                 raise ValueError("group_size needs an axis: groups are taken along it")
         if self.axis is None and scale.ndim != 0:
@@ -202,6 +209,20 @@ class QuantParams:
         zp.setflags(write=False)
         set_(self, "scale", scale)
         set_(self, "zero_point", zp)
+
+    # The generated __eq__/__hash__ would compare arrays with `==` (ambiguous for per-channel
+    # parameters) and hash them (unhashable): compare and hash by value instead.
+    def __eq__(self, other):
+        if not isinstance(other, QuantParams):
+            return NotImplemented
+        return (self._key() == other._key() and np.array_equal(self.scale, other.scale)
+                and np.array_equal(self.zero_point, other.zero_point))
+
+    def __hash__(self):
+        return hash((self._key(), self.scale.tobytes(), self.zero_point.tobytes()))
+
+    def _key(self):
+        return (self.bits, bool(self.signed), bool(self.narrow_range), self.axis, self.group_size, self.scale.shape)
 
     @property
     def granularity(self):
@@ -356,53 +377,163 @@ def params_from_data(x, *, bits, signed=True, symmetric=False, narrow_range=Fals
     )
 
 
+# float16 holds neither 1/S for scales below ~1.5e-5 (it overflows to inf, and 0 * inf is NaN)
+# nor integers above 2048 (codes of more than 11 bits): quantize, dequantize and fake_quantize
+# convert float16 (exactly) to float32, compute there and round back once, as PyTorch's half
+# kernels do.
+
+
 def _check_params(params):
     if not isinstance(params, QuantParams):
         raise TypeError(f"params must be a qref.uniform.QuantParams, got {type(params).__name__}")
+
+
+def _check_scale_fits(params, dtype):
+    """The scale must survive the cast to the compute dtype: 1/S and S finite, S not 0."""
+    fi = np.finfo(dtype)
+    if params.scale.min() < fi.tiny or params.scale.max() > fi.max:
+        raise ValueError(
+            f"scale must lie in [{fi.tiny}, {fi.max}] to quantize {np.dtype(dtype)} data "
+            f"(outside it scale or 1/scale overflows), got values in [{params.scale.min()}, {params.scale.max()}]"
+        )
 
 
 def _scaled(x, params, rounding, rng):
     """``clip(round(x * (1/S)) + Z, qmin, qmax)`` in x's dtype, broadcasting S and Z."""
     scale, zp = params.broadcast_to(x.shape)
     inv_scale = (1.0 / scale.astype(x.dtype)).astype(x.dtype)
-    v = x * inv_scale
+    with np.errstate(over="ignore"):  # |x| near the float max: x/S overflows to +-inf, ...
+        v = x * inv_scale
+    # ... so clip to one code beyond the range first: no result changes, and round() sees no inf
+    v = np.clip(v, (params.qmin - 1 - zp).astype(x.dtype), (params.qmax + 1 - zp).astype(x.dtype))
     r = np.rint(v) if rounding == "half_even" else _rounding.round(v, mode=rounding, rng=rng)
     return np.clip(r + zp.astype(x.dtype), params.qmin, params.qmax), scale.astype(x.dtype), zp.astype(x.dtype)
 
 
 # ---- numba twins of the per-tensor, round-half-even path (the hot kernels) ------------
-# Each returns the number of non-finite inputs it met, so the check costs no extra pass.
+# Each kernel is a plain loop over a flat, contiguous array, computed in the array's float
+# dtype exactly as the numpy twin computes it (fastmath stays off: the results are bit for bit
+# those of `_scaled`). The loops stay in floating point (no float -> int -> float round trip), so
+# LLVM vectorizes them. Each returns what the caller must check -- the number of non-finite
+# inputs, or the smallest and largest code -- so the check costs no extra pass over memory.
+# (Finiteness is tracked as one all-finite flag and counted only when it fails: a 64-bit counter
+# would halve the SIMD width.)
+# The `_par` drivers run the same kernel on one contiguous chunk per thread; `_run` takes them
+# only for large arrays: starting the threads costs ~10 us, and on a busy machine a descheduled
+# worker thread can stall a call for a scheduler time slice (milliseconds).
 
 
-@njit(parallel=True)
+@njit
+def _count_nonfinite(x):  # pragma: no cover - compiled
+    return x.size - np.isfinite(x).sum()
+
+
+@njit
 def _fake_quantize_nb(x, out, inv_scale, scale, zp, qmin, qmax):  # pragma: no cover - compiled
-    bad = 0
-    for i in prange(x.size):
+    finite = True
+    for i in range(x.size):
         v = x[i]
-        if not np.isfinite(v):
-            bad += 1
-        q = np.rint(v * inv_scale) + zp
-        q = min(max(q, qmin), qmax)
+        finite &= np.isfinite(v)
+        q = min(max(np.rint(v * inv_scale) + zp, qmin), qmax)
         out[i] = (q - zp) * scale
-    return bad
+    return 0 if finite else _count_nonfinite(x)
 
 
-@njit(parallel=True)
+@njit
 def _quantize_nb(x, out, inv_scale, zp, qmin, qmax):  # pragma: no cover - compiled
-    bad = 0
-    for i in prange(x.size):
+    finite = True
+    for i in range(x.size):
         v = x[i]
-        if not np.isfinite(v):
-            bad += 1
-        q = np.rint(v * inv_scale) + zp
-        out[i] = min(max(q, qmin), qmax)
+        ok = np.isfinite(v)
+        finite &= ok
+        q = min(max(np.rint(v * inv_scale) + zp, qmin), qmax)  # an integer-valued float: exact cast
+        out[i] = q if ok else zp  # NaN has no integer value (and the caller raises anyway)
+    return 0 if finite else _count_nonfinite(x)
+
+
+@njit
+def _dequantize_nb(codes, out, scale, zp):  # pragma: no cover - compiled
+    lo, hi = codes[0], codes[0]  # codes is not empty
+    for i in range(codes.size):
+        c = codes[i]
+        lo, hi = min(lo, c), max(hi, c)
+        out[i] = (out.dtype.type(c) - zp) * scale
+    return lo, hi
+
+
+@njit(parallel=True)
+def _fake_quantize_par(x, out, inv_scale, scale, zp, qmin, qmax, nchunks):  # pragma: no cover - compiled
+    step = -(-x.size // nchunks)
+    bad = 0
+    for c in prange(-(-x.size // step)):  # at most nchunks chunks, none empty
+        s = slice(c * step, (c + 1) * step)
+        bad += _fake_quantize_nb(x[s], out[s], inv_scale, scale, zp, qmin, qmax)
     return bad
 
 
 @njit(parallel=True)
-def _dequantize_nb(codes, out, scale, zp):  # pragma: no cover - compiled
-    for i in prange(codes.size):
-        out[i] = (codes[i] - zp) * scale
+def _quantize_par(x, out, inv_scale, zp, qmin, qmax, nchunks):  # pragma: no cover - compiled
+    step = -(-x.size // nchunks)
+    bad = 0
+    for c in prange(-(-x.size // step)):  # at most nchunks chunks, none empty
+        s = slice(c * step, (c + 1) * step)
+        bad += _quantize_nb(x[s], out[s], inv_scale, zp, qmin, qmax)
+    return bad
+
+
+@njit(parallel=True)
+def _dequantize_par(codes, out, scale, zp, nchunks):  # pragma: no cover - compiled
+    step = -(-codes.size // nchunks)
+    lo, hi = codes[0], codes[0]
+    for c in prange(-(-codes.size // step)):  # at most nchunks chunks, none empty
+        s = slice(c * step, (c + 1) * step)
+        clo, chi = _dequantize_nb(codes[s], out[s], scale, zp)
+        lo, hi = min(lo, clo), max(hi, chi)
+    return lo, hi
+
+
+_PARALLEL_MIN = 1 << 17  #: arrays with fewer elements run on one thread
+
+# Without TBB numba's threads come from GNU OpenMP ("omp", not usable after fork(): a forked
+# child that launches them is killed) or "workqueue" (aborts the process when two Python threads
+# launch at once). So a forked child stays on one thread, and a call that finds another
+# parallel launch under way runs on its own thread instead of waiting.
+_parallel_lock = threading.Lock()
+_forked = False
+
+
+def _after_fork_in_child():
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _run(kernel, parallel, x, out, *args):
+    """``kernel(x, out, *args)`` on 1-d contiguous arrays; on all numba threads if ``x`` is large."""
+    if x.size >= _PARALLEL_MIN and not _forked and _parallel_lock.acquire(blocking=False):
+        try:
+            import numba  # only reached when USE_NUMBA: numba is importable
+
+            return parallel(x, out, *args, numba.get_num_threads())
+        finally:
+            _parallel_lock.release()
+    return kernel(x, out, *args)
+
+
+def _writes_directly(out, xc):
+    """Can a kernel write ``out`` while it reads the flat contiguous ``xc``?
+
+    Yes if ``out`` is contiguous and either apart from ``xc`` or exactly ``xc``'s elements
+    (in place); a partial overlap would let a thread overwrite values not yet read.
+    """
+    if not out.flags.c_contiguous:
+        return False
+    if not np.may_share_memory(out, xc):
+        return True
+    return out.dtype == xc.dtype and out.ctypes.data == xc.ctypes.data
 
 
 def _fast_path(x, params, rounding):
@@ -448,17 +579,22 @@ def quantize(x, params, *, rounding="half_even", rng=None, out=None):
     """
     _check_params(params)
     check_choice(rounding, "rounding", _rounding.MODES)
+    if np.asarray(x).dtype == np.float16:  # float16: computed in float32 (note above _check_params)
+        return quantize(np.asarray(x, dtype=np.float32), params, rounding=rounding, rng=rng, out=out)
     fast = _fast_path(np.asarray(x), params, rounding)
     x = as_float_array(x, "x", finite=not fast)
+    _check_scale_fits(params, x.dtype)
     out = _prepare_out(out, x.shape, params.dtype)
     if fast:
         dt = x.dtype.type
         xc = np.ascontiguousarray(x).reshape(-1)
-        tmp = out.reshape(-1) if out.flags.c_contiguous else np.empty(x.size, params.dtype)
-        bad = _quantize_nb(xc, tmp, dt(1.0 / dt(params.scale)), dt(params.zero_point), dt(params.qmin), dt(params.qmax))
+        direct = _writes_directly(out, xc)
+        tmp = out.reshape(-1) if direct else np.empty(x.size, params.dtype)
+        bad = _run(_quantize_nb, _quantize_par, xc, tmp,
+                   dt(1.0 / dt(params.scale)), dt(params.zero_point), dt(params.qmin), dt(params.qmax))
         if bad:
             raise_nonfinite(x, "x")
-        if not out.flags.c_contiguous:
+        if not direct:
             out[...] = tmp.reshape(x.shape)
         return out
     q, _, _ = _scaled(x, params, rounding, rng)
@@ -490,13 +626,18 @@ def dequantize(codes, params, *, dtype=np.float32):
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    if codes.size and (codes.min() < params.qmin or codes.max() > params.qmax):
-        raise ValueError(f"codes must lie in [{params.qmin}, {params.qmax}], got values in [{codes.min()}, {codes.max()}]")
-    if USE_NUMBA and params.axis is None and codes.size >= 4096:
+    _check_scale_fits(params, np.float32 if dtype == np.float16 else dtype)
+    if dtype == np.float16:  # float16: computed in float32 (note above _check_params)
+        return dequantize(codes, params, dtype=np.float32).astype(np.float16)
+    if USE_NUMBA and params.axis is None and codes.size >= 4096:  # range checked in the same pass
         out = np.empty(codes.size, dtype=dtype)
         dt = dtype.type
-        _dequantize_nb(np.ascontiguousarray(codes).reshape(-1), out, dt(params.scale), dt(params.zero_point))
-        return out.reshape(codes.shape)
+        lo, hi = _run(_dequantize_nb, _dequantize_par, np.ascontiguousarray(codes).reshape(-1), out,
+                      dt(params.scale), dt(params.zero_point))
+        if params.qmin <= lo and hi <= params.qmax:
+            return out.reshape(codes.shape)
+    if codes.size and (codes.min() < params.qmin or codes.max() > params.qmax):
+        raise ValueError(f"codes must lie in [{params.qmin}, {params.qmax}], got values in [{codes.min()}, {codes.max()}]")
     scale, zp = params.broadcast_to(codes.shape)
     return ((codes.astype(dtype) - zp.astype(dtype)) * scale.astype(dtype)).astype(dtype, copy=False)
 
@@ -539,18 +680,26 @@ def fake_quantize(x, params, *, rounding="half_even", rng=None, out=None):
     """
     _check_params(params)
     check_choice(rounding, "rounding", _rounding.MODES)
+    if np.asarray(x).dtype == np.float16:  # float16: computed in float32 (note above _check_params)
+        xa = np.asarray(x)
+        out = _prepare_out(out, xa.shape, xa.dtype)
+        out[...] = fake_quantize(xa.astype(np.float32), params, rounding=rounding, rng=rng)
+        return out
     fast = _fast_path(np.asarray(x), params, rounding)
     x = as_float_array(x, "x", finite=not fast)
+    _check_scale_fits(params, x.dtype)
     out = _prepare_out(out, x.shape, x.dtype)
     if fast:
         dt = x.dtype.type
         scale = dt(params.scale)
         xc = np.ascontiguousarray(x).reshape(-1)
-        tmp = out.reshape(-1) if out.flags.c_contiguous else np.empty(x.size, x.dtype)
-        bad = _fake_quantize_nb(xc, tmp, dt(dt(1.0) / scale), scale, dt(params.zero_point), dt(params.qmin), dt(params.qmax))
+        direct = _writes_directly(out, xc)
+        tmp = out.reshape(-1) if direct else np.empty(x.size, x.dtype)
+        bad = _run(_fake_quantize_nb, _fake_quantize_par, xc, tmp,
+                   dt(dt(1.0) / scale), scale, dt(params.zero_point), dt(params.qmin), dt(params.qmax))
         if bad:
             raise_nonfinite(x, "x")
-        if not out.flags.c_contiguous:
+        if not direct:
             out[...] = tmp.reshape(x.shape)
         return out
     q, scale, zp = _scaled(x, params, rounding, rng)
