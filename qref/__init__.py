@@ -6,6 +6,8 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.uniform`   uniform (affine) quantization: scale, zero point, codes, granularity
 - :mod:`qref.formats`   number formats: fixed point, minifloats (fp16, bfloat16, FP8)
 - :mod:`qref.codebook`  fixed codebooks, hard, soft and random assignment to a codebook
+- :mod:`qref.binary`    binary and ternary weights: BinaryConnect, BWN/XNOR-Net, ABC-Net, TWN, TTQ, FGQ
+- :mod:`qref.bitops`    bit packing and exact XNOR-popcount matrix products
 - :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
 - :mod:`qref.data`      synthetic weights, the digits data set, the reference model
 - :mod:`qref.widgets`   interactive figures that work live and in the static book
@@ -15,9 +17,9 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import codebook, data, formats, metrics, rounding, uniform
+from . import binary, bitops, codebook, data, formats, metrics, rounding, uniform
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
-__all__ = ["codebook", "data", "formats", "metrics", "rounding", "uniform", "HAVE_NUMBA", "USE_NUMBA",
+__all__ = ["binary", "bitops", "codebook", "data", "formats", "metrics", "rounding", "uniform", "HAVE_NUMBA", "USE_NUMBA",
            "__version__"]

@@ -46,8 +46,9 @@ def _add_download_link(app, pagename, templatename, context, doctree):
     href = "../" * depth + f"_sources/{pagename}.ipynb"
     link = (
         '<p class="qref-download"><a href="{}" download>'
-        "Download this chapter as an executed notebook (.ipynb)</a>, or launch it live with the "
-        "rocket button at the top of the page.</p>\n"
+        "Download this chapter as an executed notebook (.ipynb)</a> (to run it in Colab: "
+        "File &gt; Upload notebook), or launch it live in Binder with the rocket button at the top "
+        "of the page.</p>\n"
     ).format(href)
     context["body"] = link + context["body"]
 

@@ -1,0 +1,122 @@
+"""XNOR-popcount arithmetic (qref.bitops): exact against the float product, twins identical."""
+
+import numpy as np
+import pytest
+
+import qref
+from qref import bitops as BO
+
+if qref.HAVE_NUMBA:
+    import numba
+
+    JIT_DISABLED = bool(numba.config.DISABLE_JIT)
+else:  # pragma: no cover
+    JIT_DISABLED = True
+
+
+def _pm1(rng, shape):
+    return np.where(rng.random(shape) < 0.5, -1, 1).astype(np.int8)
+
+
+LENGTHS = [1, 2, 63, 64, 65, 127, 128, 130, 200]
+
+
+@pytest.mark.parametrize("n", [0] + LENGTHS)
+def test_pack_unpack_roundtrip(rng, n):
+    x = _pm1(rng, (3, 4, n))
+    p = BO.pack_bits(x)
+    assert p.dtype == np.uint64 and p.shape == (3, 4, BO.num_words(n))
+    np.testing.assert_array_equal(BO.unpack_bits(p, n), x)
+    np.testing.assert_array_equal(BO.unpack_bits(p, n, signed=False), (x > 0).astype(np.int8))
+    # 0/1, bool and float ±1 inputs pack to the same words
+    for other in ((x > 0).astype(np.uint8), x > 0, x.astype(np.float32)):
+        np.testing.assert_array_equal(BO.pack_bits(other), p)
+
+
+def test_pack_bit_layout():
+    x = -np.ones(130, np.int8)
+    x[[0, 63, 64, 129]] = 1
+    p = BO.pack_bits(x)
+    assert p.tolist() == [1 + (1 << 63), 1, 2]  # LSB first, padding zero
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("m, k", [(1, 1), (3, 5), (17, 9), (33, 70)])
+def test_binary_matmul_exact(rng, m, k, n):
+    a, b = _pm1(rng, (m, n)), _pm1(rng, (k, n))
+    ref = a.astype(np.float64) @ b.astype(np.float64).T
+    pa, pb = BO.pack_bits(a), BO.pack_bits(b)
+    got = BO.binary_matmul(pa, pb, n)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(BO._binary_matmul_np(pa, pb, n), ref)
+    out = np.empty((m, k), np.int64)
+    BO._binary_matmul_nb(pa, pb, n, out)  # the kernel (Python under NUMBA_DISABLE_JIT=1)
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_binary_matmul_extremes(rng):
+    a = np.ones((2, 130), np.int8)
+    assert BO.binary_matmul(BO.pack_bits(a), BO.pack_bits(a), 130).tolist() == [[130, 130]] * 2
+    assert BO.binary_matmul(BO.pack_bits(a), BO.pack_bits(-a), 130).tolist() == [[-130, -130]] * 2
+    empty = BO.binary_matmul(np.zeros((2, 0), np.uint64), np.zeros((3, 0), np.uint64), 0)
+    assert empty.shape == (2, 3) and not empty.any()
+    assert BO.binary_matmul(np.zeros((0, 1), np.uint64), np.zeros((3, 1), np.uint64), 5).shape == (0, 3)
+
+
+@pytest.mark.skipif(not qref.HAVE_NUMBA, reason="numba is not installed: there is only the numpy twin")
+@pytest.mark.parametrize("m, k, n", [(5, 7, 65), (64, 48, 200)] + ([] if JIT_DISABLED else [(131, 257, 1000)]))
+def test_public_twins_identical(monkeypatch, rng, m, k, n):
+    pa, pb = BO.pack_bits(_pm1(rng, (m, n))), BO.pack_bits(_pm1(rng, (k, n)))
+    res, calls = [], []
+    kernel = BO._binary_matmul_nb
+    for use in (True, False):
+        with monkeypatch.context() as mp:
+            mp.setattr(BO, "USE_NUMBA", use)
+            mp.setattr(BO, "_NUMBA_MIN_WORDS", 0)
+            mp.setattr(BO, "_binary_matmul_nb", lambda *a: (calls.append(1), kernel(*a))[1])
+            res.append(BO.binary_matmul(pa, pb, n))
+    assert calls == [1]
+    np.testing.assert_array_equal(res[0], res[1])
+
+
+def test_non_contiguous_and_inputs_untouched(rng):
+    n = 100
+    a, b = _pm1(rng, (6, n)), _pm1(rng, (4, n))
+    pa, pb = BO.pack_bits(a), BO.pack_bits(b)
+    wide = np.repeat(pa, 2, axis=0)[::2]
+    ro = pb.copy()
+    ro.setflags(write=False)
+    copies = wide.copy(), ro.copy(), a.copy()
+    np.testing.assert_array_equal(BO.binary_matmul(wide, ro, n), a.astype(float) @ b.astype(float).T)
+    BO.pack_bits(a)
+    for before, after in zip(copies, (wide, ro, a)):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_bad_input():
+    p = BO.pack_bits(np.ones((2, 70)))
+    with pytest.raises(TypeError, match="a_packed must be packed bits of dtype uint64"):
+        BO.binary_matmul(p.astype(np.int64), p, 70)
+    with pytest.raises(ValueError, match="b_packed must be a 2-d array"):
+        BO.binary_matmul(p, p[0], 70)
+    with pytest.raises(ValueError, match="a_packed must have 1 word"):
+        BO.binary_matmul(p, p, 64)
+    bad = p.copy()
+    bad[0, -1] |= np.uint64(1) << np.uint64(63)
+    with pytest.raises(ValueError, match="padding bits set"):
+        BO.binary_matmul(bad, p, 70)
+    with pytest.raises(ValueError, match="n must be an integer >= 0"):
+        BO.binary_matmul(p, p, -1)
+    with pytest.raises(TypeError, match="n must be an integer"):
+        BO.binary_matmul(p, p, 70.0)
+    with pytest.raises(ValueError, match="x must hold only ±1"):
+        BO.pack_bits([1, 2])
+    with pytest.raises(ValueError, match="a mix of -1, 0 and 1"):
+        BO.pack_bits([1, 0, -1])
+    with pytest.raises(ValueError, match="at least one dimension"):
+        BO.pack_bits(1)
+    with pytest.raises(TypeError, match="x must hold ±1 or 0/1"):
+        BO.pack_bits(np.array(["a"]))
+    with pytest.raises(ValueError, match="x must hold only"):
+        BO.pack_bits([np.nan, 1.0])
