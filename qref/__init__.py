@@ -6,6 +6,8 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.uniform`   uniform (affine) quantization: scale, zero point, codes, granularity
 - :mod:`qref.formats`   number formats: fixed point, minifloats (fp16, bfloat16, FP8)
 - :mod:`qref.codebook`  fixed codebooks, hard, soft and random assignment to a codebook
+- :mod:`qref.nonuniform` Lloyd–Max optimal scalar quantizers (density or samples)
+- :mod:`qref.vq`        k-means weight sharing, exact optimal 1-D k-means, product quantization
 - :mod:`qref.binary`    binary and ternary weights: BinaryConnect, BWN/XNOR-Net, ABC-Net, TWN, TTQ, FGQ
 - :mod:`qref.bitops`    bit packing and exact XNOR-popcount matrix products
 - :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
@@ -17,9 +19,9 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import binary, bitops, codebook, data, formats, metrics, rounding, uniform
+from . import binary, bitops, codebook, data, formats, metrics, nonuniform, rounding, uniform, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
-__all__ = ["binary", "bitops", "codebook", "data", "formats", "metrics", "rounding", "uniform", "HAVE_NUMBA", "USE_NUMBA",
+__all__ = ["binary", "bitops", "codebook", "data", "formats", "metrics", "nonuniform", "rounding", "uniform", "vq", "HAVE_NUMBA", "USE_NUMBA",
            "__version__"]

@@ -539,7 +539,8 @@ class Interactive:
             if c.kind == "slider":
                 w = W.SelectionSlider(
                     options=list(zip(c.labels, c.values)), index=c.index, description=c.label,
-                    continuous_update=True, style=style, layout=W.Layout(width="auto", min_width="18em"),
+                    # 18em left a 31 px track beside a long label and the readout: give the track room
+                    continuous_update=True, style=style, layout=W.Layout(width="auto", min_width="32em"),
                 )
             elif c.kind == "dropdown":
                 w = W.Dropdown(
