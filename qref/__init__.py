@@ -23,5 +23,7 @@ from . import binary, bitops, codebook, data, formats, metrics, nonuniform, roun
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
-__all__ = ["binary", "bitops", "codebook", "data", "formats", "metrics", "nonuniform", "rounding", "uniform", "vq", "HAVE_NUMBA", "USE_NUMBA",
-           "__version__"]
+__all__ = [
+    "binary", "bitops", "codebook", "data", "formats", "metrics", "nonuniform", "rounding", "uniform", "vq",
+    "HAVE_NUMBA", "USE_NUMBA", "__version__",
+]
