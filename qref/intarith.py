@@ -1,0 +1,764 @@
+r"""Integer-arithmetic-only inference: fixed-point multipliers, int8 GEMM, requantization.
+
+Jacob et al. (2018) run a quantized network with integer operations only: every tensor is
+stored as integer codes :math:`q` with :math:`r = S (q - Z)` (Eq. 1), and a layer
+:math:`r_3 = r_1 r_2` (a matrix product) becomes
+
+.. math::
+
+    q_3^{(i,k)} = Z_3 + M \sum_{j=1}^{N} \big(q_1^{(i,j)} - Z_1\big)\big(q_2^{(j,k)} - Z_2\big),
+    \qquad M = \frac{S_1 S_2}{S_3},
+
+where the real multiplier :math:`M \in (0, 1)` is written as :math:`M = 2^{-n} M_0` with
+:math:`M_0 \in [0.5, 1)` stored as a Q31 int32 (Eqs. 5-6): the product becomes an int32
+"rounding doubling high multiply" followed by a rounding right shift, the two fixed-point
+primitives of gemmlowp (:func:`saturating_rounding_doubling_high_mul`,
+:func:`rounding_divide_by_pot`). The sum expands into an int8 x int8 -> int32 matrix product
+plus zero-point corrections (Eqs. 7-8, :func:`quantized_matmul`); the bias is added to the
+int32 accumulator at scale :math:`S_1 S_2` with zero point 0, and a fused ReLU / ReLU6 is a
+clamp of the output codes (Sec. 2.4).
+
+This module provides those pieces and puts them together into :func:`integer_forward`, the
+integer-only forward pass of :func:`qref.data.reference_mlp`, and :func:`simulated_forward`,
+the same model in floating point with fake quantization at the same points (Sec. 3), so the
+two can be held equal code for code (within one code: the rounding of the fixed-point
+multiplier and the double rounding of requantization differ from the float rounding at
+near-ties).
+
+**Activations are int8 here.** Jacob et al. store activations as uint8; here they are
+asymmetric *int8* codes (the same quantizer with every code and the zero point shifted by
+-128), so one int8 x int8 kernel serves both operands. Weights are symmetric int8 with zero
+point 0 (then the :math:`Z_2` terms of Eq. 7 vanish).
+
+**Arithmetic conventions.** Integer inputs are taken as int32 values (the functions reject
+floats); intermediate products are computed in int64, as in gemmlowp, and the results are
+int32. :func:`int8_gemm` accumulates in int32, exact as long as
+:math:`K \cdot 2^{14} < 2^{31}`, i.e. for inner dimensions :math:`K \le 131071`.
+
+References
+----------
+Jacob, B., Kligys, S., Chen, B., Zhu, M., Tang, M., Howard, A., Adam, H., Kalenichenko, D.
+(2018). Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
+Inference. CVPR 2018, 2704–2713. arXiv:1712.05877.
+
+gemmlowp: a small self-contained low-precision GEMM library (Google), ``fixedpoint/fixedpoint.h``
+(``SaturatingRoundingDoublingHighMul``, ``RoundingDivideByPOT``). The functions here are
+written from the definitions above, vectorised with numpy, not translated from its code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import uniform as _uniform
+from ._numba import USE_NUMBA, njit, prange
+from ._validation import as_float_array, as_int_array, check_bool, check_int, check_real
+
+__all__ = [
+    "INT32_MIN",
+    "INT32_MAX",
+    "quantize_multiplier",
+    "saturating_rounding_doubling_high_mul",
+    "rounding_divide_by_pot",
+    "multiply_by_quantized_multiplier",
+    "requantize",
+    "int8_gemm",
+    "quantized_matmul",
+    "quantize_bias",
+    "fold_batch_norm",
+    "IntegerMLP",
+    "integer_mlp",
+    "integer_forward",
+    "simulated_forward",
+]
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+MAX_GEMM_K = (2**31 - 1) // 2**14  #: largest inner dimension whose int8 x int8 sum cannot overflow int32
+
+
+# ---- the fixed-point multiplier -----------------------------------------------------------
+
+def quantize_multiplier(M):
+    r"""A real multiplier :math:`M \in (0, 1)` as a Q31 integer and a right shift.
+
+    .. math::
+
+        M = 2^{-n} M_0,\quad M_0 \in [\tfrac12, 1),\qquad
+        m_0 = \mathrm{round}(2^{31} M_0) \in [2^{30}, 2^{31} - 1]
+
+    (Jacob et al. 2018, Eqs. 5-6), so that :math:`M \approx m_0\, 2^{-31}\, 2^{-n}` with a
+    relative error at most :math:`2^{-31}`. When :math:`M_0` rounds up to :math:`2^{31}`,
+    it becomes :math:`2^{30}` with one shift less; for :math:`M` so close to 1 that the
+    shift would become negative, :math:`m_0` saturates to :math:`2^{31} - 1` (relative error
+    still below :math:`2^{-30}`).
+
+    Parameters
+    ----------
+    M : float in (0, 1)
+        The real multiplier, e.g. :math:`S_1 S_2 / S_3`. Values :math:`\ge 1` (which would need
+        a left shift) are refused: with min-max ranges they do not occur in practice.
+
+    Returns
+    -------
+    multiplier : int
+        :math:`m_0`, a Python int in :math:`[2^{30}, 2^{31} - 1]` (fits an int32).
+    shift : int
+        The right shift :math:`n \ge 0`.
+
+    Raises
+    ------
+    TypeError
+        If ``M`` is not a real number.
+    ValueError
+        If ``M`` is not in (0, 1) or is so small (:math:`< 2^{-62}`) that the shift exceeds 62.
+
+    Examples
+    --------
+    >>> quantize_multiplier(0.5)
+    (1073741824, 0)
+    >>> m0, n = quantize_multiplier(0.0123)
+    >>> m0, n, abs(m0 * 2.0**-31 * 2.0**-n - 0.0123) < 1e-11
+    (1690499128, 6, True)
+    """
+    M = check_real(M, "M")
+    if not 0.0 < M < 1.0:
+        raise ValueError(f"M must be a real multiplier in (0, 1), got {M!r}")
+    frac, exp = math.frexp(M)  # M = frac * 2**exp, frac in [0.5, 1), exp <= 0
+    shift = -exp
+    m0 = round(frac * 2**31)
+    if m0 == 2**31:  # frac rounded up to 1.0
+        if shift == 0:
+            m0 = INT32_MAX  # would need a left shift: saturate instead
+        else:
+            m0, shift = 2**30, shift - 1
+    if shift > 62:
+        raise ValueError(f"M must be >= 2**-62 (a right shift of at most 62), got {M!r}")
+    return int(m0), int(shift)
+
+
+def _as_int32_values(x, name):
+    """``x`` as an int64 array holding int32 values (rejecting floats and out-of-range values)."""
+    arr = as_int_array(x, name)
+    if arr.dtype.itemsize > 4 or arr.dtype == np.uint32:
+        if arr.size and (arr.min() < INT32_MIN or arr.max() > INT32_MAX):
+            raise ValueError(f"{name} must hold int32 values in [{INT32_MIN}, {INT32_MAX}], "
+                             f"got values in [{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int64)
+
+
+def saturating_rounding_doubling_high_mul(a, b):
+    r"""gemmlowp's ``SaturatingRoundingDoublingHighMul``: the high 32 bits of :math:`2ab`, rounded.
+
+    .. math::
+
+        \mathrm{SRDHM}(a, b) = \mathrm{trunc}\!\left(\frac{a b + \nu}{2^{31}}\right),
+        \qquad \nu = \begin{cases} 2^{30} & ab \ge 0\\ 1 - 2^{30} & ab < 0\end{cases}
+
+    (division truncating toward zero, as C's ``/``). Despite the symmetric-looking nudge this is
+    :math:`\lfloor (ab + 2^{30}) / 2^{31} \rfloor`: :math:`ab / 2^{31}` rounded to nearest with
+    ties toward :math:`+\infty` (1.5 -> 2 but -1.5 -> -1; the negative nudge is one short of
+    :math:`-2^{30}`). The one product that overflows int32,
+    :math:`a = b = -2^{31}` (exact result :math:`2^{31}`), saturates to :math:`2^{31} - 1`.
+    With :math:`b = m_0` from :func:`quantize_multiplier` this multiplies :math:`a` by
+    :math:`m_0 2^{-31} \approx M_0` (Jacob et al. 2018, Sec. 2.2).
+
+    Parameters
+    ----------
+    a, b : array_like of int (int32 values), broadcastable
+
+    Returns
+    -------
+    ndarray of int32, the broadcast shape
+
+    Raises
+    ------
+    TypeError
+        If an input is not an integer array.
+    ValueError
+        If an input holds values outside the int32 range.
+
+    Examples
+    --------
+    >>> saturating_rounding_doubling_high_mul([3, -3, 5, 1 << 30], 1 << 30)   # 1.5, -1.5, 2.5, 2**29
+    array([        2,        -1,         3, 536870912], dtype=int32)
+    >>> saturating_rounding_doubling_high_mul(-2**31, -2**31)
+    array(2147483647, dtype=int32)
+    """
+    a64 = _as_int32_values(a, "a")
+    b64 = _as_int32_values(b, "b")
+    ab = a64 * b64  # |ab| <= 2**62: exact in int64
+    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    v = ab + nudge
+    q = np.abs(v) >> 31  # truncation toward zero ...
+    q = np.where(v < 0, -q, q)  # ... with the sign of v
+    return np.asarray(np.minimum(q, INT32_MAX), dtype=np.int32)  # only a == b == INT32_MIN reaches 2**31
+
+
+def rounding_divide_by_pot(x, exponent):
+    r"""gemmlowp's ``RoundingDivideByPOT``: :math:`x / 2^{e}` rounded to nearest, ties away from zero.
+
+    .. math::
+
+        \mathrm{RDBPOT}(x, e) = \lfloor x / 2^e \rfloor + [\,r > t\,],\qquad
+        r = x \bmod 2^e,\quad t = \lfloor (2^e - 1)/2 \rfloor + [\,x < 0\,]
+
+    (an arithmetic shift plus a correction computed from the remainder; the rounding right
+    shift of Jacob et al. 2018, Sec. 2.2).
+
+    Parameters
+    ----------
+    x : array_like of int (int32 values)
+    exponent : int or array_like of int in [0, 31]
+        Broadcast against ``x`` (one shift per output channel, for example).
+
+    Returns
+    -------
+    ndarray of int32, the broadcast shape
+
+    Raises
+    ------
+    TypeError
+        If an input is not an integer.
+    ValueError
+        If ``x`` holds values outside the int32 range or an exponent is outside [0, 31].
+
+    Examples
+    --------
+    >>> rounding_divide_by_pot([5, 6, 7, -5, -6, -7], 2)   # 1.25, 1.5, 1.75 and negatives
+    array([ 1,  2,  2, -1, -2, -2], dtype=int32)
+    """
+    x64 = _as_int32_values(x, "x")
+    e = as_int_array(exponent, "exponent").astype(np.int64)
+    if e.size and (e.min() < 0 or e.max() > 31):
+        raise ValueError(f"exponent must be in [0, 31], got values in [{e.min()}, {e.max()}]")
+    mask = (np.int64(1) << e) - 1
+    remainder = x64 & mask
+    threshold = (mask >> 1) + (x64 < 0)
+    return np.asarray((x64 >> e) + (remainder > threshold), dtype=np.int32)
+
+
+def multiply_by_quantized_multiplier(x, multiplier, shift):
+    r"""Fixed-point :math:`x \cdot M` for :math:`M = m_0 2^{-31} 2^{-n}`: SRDHM, then a rounding shift.
+
+    .. math:: \mathrm{RDBPOT}\big(\mathrm{SRDHM}(x, m_0),\ n\big)
+
+    For shifts above 31 the result is 0 for every int32 ``x`` (``|SRDHM| <= 2**31``), but the
+    shift is applied in two steps so no exponent leaves [0, 31].
+
+    Parameters
+    ----------
+    x : array_like of int (int32 values)
+    multiplier, shift : int or array_like of int
+        From :func:`quantize_multiplier` (arrays broadcast against ``x``: per channel).
+
+    Returns
+    -------
+    ndarray of int32
+
+    Examples
+    --------
+    >>> m0, n = quantize_multiplier(0.1)
+    >>> multiply_by_quantized_multiplier([100, 15, -15, 1000], m0, n)
+    array([ 10,   2,  -2, 100], dtype=int32)
+    """
+    y = saturating_rounding_doubling_high_mul(x, multiplier)
+    s = as_int_array(shift, "shift").astype(np.int64)
+    if s.size and (s.min() < 0 or s.max() > 62):
+        raise ValueError(f"shift must be in [0, 62], got values in [{s.min()}, {s.max()}]")
+    first = np.minimum(s, 31)
+    y = rounding_divide_by_pot(y, first)
+    if (s > 31).any():
+        y = rounding_divide_by_pot(y, s - first)
+    return y
+
+
+def requantize(acc, multiplier, shift, zero_point_out, qmin, qmax):
+    r"""int32 accumulators to output codes: :math:`q_3 = \mathrm{clip}(Z_3 + M\,\mathrm{acc},\ q_{\min}, q_{\max})`.
+
+    .. math::
+
+        q_3 = \mathrm{clip}\Big(Z_3 + \mathrm{RDBPOT}\big(\mathrm{SRDHM}(\mathrm{acc}, m_0), n\big),
+        \ q_{\min},\ q_{\max}\Big)
+
+    (Jacob et al. 2018, Sec. 2.2 with :math:`M` from Eqs. 5-6, and Sec. 2.4). A fused
+    activation is a clamp of the output codes: ReLU is ``qmin = max(qmin, Z_3)`` and ReLU6 also
+    ``qmax = min(qmax, Z_3 + round(6 / S_3))``.
+
+    Parameters
+    ----------
+    acc : array_like of int (int32 values), any shape
+        The accumulators :math:`\sum_j (q_1 - Z_1)(q_2 - Z_2)` plus the int32 bias.
+    multiplier, shift : int or array_like of int
+        From :func:`quantize_multiplier`; arrays broadcast against ``acc`` (per channel along
+        the last axis, for example).
+    zero_point_out : int
+        :math:`Z_3`.
+    qmin, qmax : int
+        The output code range, after the fused activation's clamp.
+
+    Returns
+    -------
+    ndarray of int32, shape of ``acc`` (values in ``[qmin, qmax]``; cast to the code dtype)
+
+    Raises
+    ------
+    ValueError
+        If ``qmin > qmax``.
+
+    Examples
+    --------
+    >>> m0, n = quantize_multiplier(0.01)
+    >>> requantize([-3000, 0, 1234, 99999], m0, n, -128, -128, 127)   # 0.01 * acc - 128
+    array([-128, -128, -116,  127], dtype=int32)
+    """
+    z = check_int(zero_point_out, "zero_point_out")
+    qmin, qmax = check_int(qmin, "qmin"), check_int(qmax, "qmax")
+    if qmin > qmax:
+        raise ValueError(f"qmin must be <= qmax, got qmin={qmin} > qmax={qmax}")
+    y = multiply_by_quantized_multiplier(acc, multiplier, shift).astype(np.int64) + z
+    return np.asarray(np.clip(y, qmin, qmax), dtype=np.int32)
+
+
+# ---- int8 x int8 -> int32 matrix product ------------------------------------------------
+
+def _check_int8_matrix(x, name):
+    arr = np.asarray(x)
+    if arr.dtype != np.int8:
+        raise TypeError(f"{name} must be an int8 array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-d, got shape {arr.shape}")
+    return arr
+
+
+def int8_gemm(a, b):
+    r"""The int8 matrix product :math:`C = A B` with int32 accumulation.
+
+    .. math:: C_{ik} = \sum_{j=1}^{K} A_{ij} B_{jk} \quad (\text{in int32})
+
+    the core of Jacob et al. (2018), Sec. 2.3 (their :math:`\sum_j q_1^{(i,j)} q_2^{(j,k)}` in
+    Eq. 7). Exact for :math:`K \le 131071` (each product is at most :math:`2^{14}` in absolute
+    value), which is checked. With numba, a compiled kernel runs it (rows in parallel, tiles
+    of 4 x 2 outputs held in registers, columns of :math:`B` in blocks); otherwise (or for
+    small products) the numpy twin, an int32 ``matmul`` of the widened arrays.
+
+    Parameters
+    ----------
+    a : array of int8, shape (M, K)
+    b : array of int8, shape (K, N)
+
+    Returns
+    -------
+    ndarray of int32, shape (M, N)
+
+    Raises
+    ------
+    TypeError
+        If an input is not int8.
+    ValueError
+        If an input is not 2-d, the inner dimensions differ, or K > 131071.
+
+    Examples
+    --------
+    >>> a = np.array([[127, -128], [1, 2]], dtype=np.int8)
+    >>> b = np.array([[127, 0], [-128, 1]], dtype=np.int8)
+    >>> int8_gemm(a, b)
+    array([[32513,  -128],
+           [ -129,     2]], dtype=int32)
+    """
+    a = _check_int8_matrix(a, "a")
+    b = _check_int8_matrix(b, "b")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"a and b must have matching inner dimensions, got shapes {a.shape} and {b.shape}")
+    if a.shape[1] > MAX_GEMM_K:
+        raise ValueError(f"the inner dimension must be <= {MAX_GEMM_K} for exact int32 accumulation, got {a.shape[1]}")
+    m, k = a.shape
+    n = b.shape[1]
+    if USE_NUMBA and m * n * k >= _NUMBA_MIN_MACS and m and n:
+        out = np.empty((m, n), dtype=np.int32)
+        _int8_gemm_nb(np.ascontiguousarray(a), np.ascontiguousarray(b.T), out)
+        return out
+    return _int8_gemm_np(a, b)
+
+
+def _int8_gemm_np(a, b):
+    """The numpy twin: widen to int32 and multiply (numpy's integer matmul accumulates in int32)."""
+    return np.matmul(a.astype(np.int32), b.astype(np.int32))
+
+
+_NUMBA_MIN_MACS = 1 << 16  #: below this many multiply-adds the numpy twin is as fast
+_I32 = np.int32
+_COL_BLOCK = 256  #: columns of B (rows of B^T, 256 x K bytes) reused from cache by every row tile
+
+
+@njit(parallel=True)
+def _int8_gemm_nb(a, bt, out):  # pragma: no cover - compiled
+    """Fill ``out[i, k] = sum_j a[i, j] * bt[k, j]`` in int32.
+
+    ``bt`` is B transposed (contiguous rows), so every output is a dot product of two
+    contiguous int8 rows. For each block of rows of ``bt``, tiles of 4 rows of ``a`` run in
+    parallel and meet 2 rows of ``bt`` at a time: every loaded value feeds 2 or 4 products
+    and the 8 int32 sums stay in registers (LLVM vectorizes the j loop).
+
+    Every sum is cast back with ``_I32(...)``: numba types ``int32 + int32`` as int64, which
+    would make the accumulators int64 and halve the SIMD width (measured 1.6x slower).
+    Products of int8 values are below 2**14, so no cast loses anything.
+    """
+    m, kk = a.shape
+    n = bt.shape[0]
+    for c0 in range(0, n, _COL_BLOCK):
+        c1 = min(c0 + _COL_BLOCK, n)
+        for t in prange((m + 3) // 4):
+            i0 = 4 * t
+            # the last tile repeats its last row where m is not a multiple of 4 (written once below)
+            r0, r1, r2, r3 = a[i0], a[min(i0 + 1, m - 1)], a[min(i0 + 2, m - 1)], a[min(i0 + 3, m - 1)]
+            for c in range(c0, c1, 2):
+                cc = min(c + 1, c1 - 1)
+                y0r, y1r = bt[c], bt[cc]
+                s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = _I32(0)  # s<row of a><row of bt>
+                for j in range(kk):
+                    y0, y1 = _I32(y0r[j]), _I32(y1r[j])
+                    x = _I32(r0[j])
+                    s00 = _I32(s00 + x * y0)
+                    s01 = _I32(s01 + x * y1)
+                    x = _I32(r1[j])
+                    s10 = _I32(s10 + x * y0)
+                    s11 = _I32(s11 + x * y1)
+                    x = _I32(r2[j])
+                    s20 = _I32(s20 + x * y0)
+                    s21 = _I32(s21 + x * y1)
+                    x = _I32(r3[j])
+                    s30 = _I32(s30 + x * y0)
+                    s31 = _I32(s31 + x * y1)
+                out[i0, c], out[i0, cc] = s00, s01
+                if i0 + 1 < m:
+                    out[i0 + 1, c], out[i0 + 1, cc] = s10, s11
+                if i0 + 2 < m:
+                    out[i0 + 2, c], out[i0 + 2, cc] = s20, s21
+                if i0 + 3 < m:
+                    out[i0 + 3, c], out[i0 + 3, cc] = s30, s31
+
+
+def quantized_matmul(q1, z1, q2, z2, *, bias=None):
+    r"""The int32 accumulators :math:`\sum_j (q_1^{(i,j)} - Z_1)(q_2^{(j,k)} - Z_2) + b_k` from int8 codes.
+
+    Expanded so the inner loop is the plain int8 product (Jacob et al. 2018, Eqs. 7-8):
+
+    .. math::
+
+        \sum_{j} (q_1^{(i,j)} - Z_1)(q_2^{(j,k)} - Z_2)
+        = N Z_1 Z_2 - Z_1 a_2^{(k)} - Z_2 \bar a_1^{(i)} + \sum_j q_1^{(i,j)} q_2^{(j,k)},
+        \qquad a_2^{(k)} = \sum_j q_2^{(j,k)},\quad \bar a_1^{(i)} = \sum_j q_1^{(i,j)}
+
+    The bias :math:`b` is int32 at scale :math:`S_1 S_2` and zero point 0
+    (:func:`quantize_bias`), added to the accumulator. All arithmetic is integer.
+
+    Parameters
+    ----------
+    q1 : array of int8, shape (M, N)
+    z1 : int in [-128, 127]
+    q2 : array of int8, shape (N, K)
+    z2 : int in [-128, 127]
+    bias : array_like of int (int32 values), shape (K,), optional
+
+    Returns
+    -------
+    ndarray of int32, shape (M, K)
+
+    Examples
+    --------
+    >>> q1 = np.array([[10, -3]], dtype=np.int8); q2 = np.array([[2], [5]], dtype=np.int8)
+    >>> quantized_matmul(q1, 1, q2, -1, bias=[7])      # (10-1)(2+1) + (-3-1)(5+1) + 7
+    array([[10]], dtype=int32)
+    """
+    q1 = _check_int8_matrix(q1, "q1")
+    q2 = _check_int8_matrix(q2, "q2")
+    z1, z2 = check_int(z1, "z1"), check_int(z2, "z2")
+    for z, nm in ((z1, "z1"), (z2, "z2")):
+        if not -128 <= z <= 127:
+            raise ValueError(f"{nm} must be an int8 zero point in [-128, 127], got {z}")
+    acc = int8_gemm(q1, q2)
+    n = q1.shape[1]
+    corr = np.int32(n * z1 * z2)  # |N Z1 Z2| <= 131071 * 2**14 < 2**31
+    if z1:
+        corr = corr - np.int32(z1) * q2.sum(axis=0, dtype=np.int32)  # - Z1 a2^(k), one per column
+    if bias is not None:
+        b = _as_int32_values(bias, "bias")
+        if b.shape != (q2.shape[1],):
+            raise ValueError(f"bias must have shape ({q2.shape[1]},), got {b.shape}")
+        corr = corr + b.astype(np.int32)
+    acc = acc + corr  # broadcast over rows (int32, wraps like the hardware on overflow)
+    if z2:
+        acc = acc - np.int32(z2) * q1.sum(axis=1, dtype=np.int32)[:, None]  # - Z2 abar1^(i), one per row
+    return acc.astype(np.int32, copy=False)
+
+
+def quantize_bias(bias, input_scale, weight_scale):
+    r"""A float bias as int32 codes at scale :math:`S_1 S_2` and zero point 0.
+
+    .. math:: q_{\mathrm{bias}} = \mathrm{round}\big(b / (S_1 S_2)\big)
+
+    (Jacob et al. 2018, Sec. 2.4: the bias is added to the int32 accumulator, so it shares its
+    scale; rounding half to even).
+
+    Parameters
+    ----------
+    bias : array_like of float
+    input_scale, weight_scale : float > 0 or array broadcastable against ``bias`` (per channel)
+
+    Returns
+    -------
+    ndarray of int32, shape of ``bias``
+
+    Raises
+    ------
+    ValueError
+        If a code does not fit in int32.
+
+    Examples
+    --------
+    >>> quantize_bias(np.array([0.5, -0.01]), 0.01, 0.1)
+    array([500, -10], dtype=int32)
+    """
+    b = as_float_array(bias, "bias").astype(np.float64)
+    s = np.asarray(input_scale, dtype=np.float64) * np.asarray(weight_scale, dtype=np.float64)
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise ValueError("input_scale and weight_scale must be finite and > 0")
+    q = np.rint(b / s)
+    if q.size and (q.min() < INT32_MIN or q.max() > INT32_MAX):
+        raise ValueError(f"bias / (input_scale * weight_scale) must fit in int32, got values in [{q.min()}, {q.max()}]")
+    return q.astype(np.int32)
+
+
+# ---- batch-norm folding ------------------------------------------------------------------
+
+def fold_batch_norm(weight, bias, gamma, beta, mean, var, *, eps=1e-5):
+    r"""Fold a batch normalization that follows a linear layer into its weights and bias.
+
+    For :math:`y = \gamma\,(W x + b - \mu)/\sqrt{\sigma^2 + \varepsilon} + \beta`, per output
+    channel,
+
+    .. math::
+
+        W_{\mathrm{fold}} = \frac{\gamma}{\sqrt{\sigma^2 + \varepsilon}}\,W,\qquad
+        b_{\mathrm{fold}} = \beta + \frac{\gamma\,(b - \mu)}{\sqrt{\sigma^2 + \varepsilon}}
+
+    (Jacob et al. 2018, Sec. 3.2; with :math:`b = 0` this is their
+    :math:`\beta - \gamma\mu/\sqrt{\sigma^2+\varepsilon}`). Quantize the *folded* weights: they
+    are what the integer-only inference multiplies by.
+
+    Parameters
+    ----------
+    weight : array_like of float, shape (out, ...)
+        Output channels along axis 0 (``(out, in)`` for a linear layer, ``(out, in, kh, kw)``
+        for a convolution).
+    bias : array_like of float, shape (out,), or None (zero)
+    gamma, beta, mean, var : array_like of float, shape (out,)
+        Batch-norm scale, shift, and the running mean and variance (``var >= 0``).
+    eps : float > 0
+
+    Returns
+    -------
+    w_fold : ndarray, shape and dtype of ``weight``
+    b_fold : ndarray, shape (out,), dtype of ``weight``
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes, a negative variance or a non-positive ``eps``.
+
+    Examples
+    --------
+    >>> W = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> w, b = fold_batch_norm(W, None, gamma=[2.0, 1.0], beta=[0.0, 1.0], mean=[1.0, 0.0], var=[4.0, 1.0], eps=0.0)
+    >>> w, b
+    (array([[1., 2.],
+           [3., 4.]]), array([-1.,  1.]))
+    """
+    w = as_float_array(weight, "weight", allow_0d=False)
+    out = w.shape[0]
+    vecs = {}
+    for name, v in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)):
+        arr = as_float_array(np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind in "iu" else v, name)
+        if arr.shape != (out,):
+            raise ValueError(f"{name} must have shape ({out},) (one per output channel), got {arr.shape}")
+        vecs[name] = arr.astype(np.float64)
+    if bias is None:
+        b = np.zeros(out)
+    else:
+        b = as_float_array(bias, "bias").astype(np.float64)
+        if b.shape != (out,):
+            raise ValueError(f"bias must have shape ({out},), got {b.shape}")
+    eps = check_real(eps, "eps")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if (vecs["var"] < 0).any():
+        raise ValueError("var must be >= 0 everywhere")
+    denom = np.sqrt(vecs["var"] + eps)
+    if (denom == 0).any():
+        raise ValueError("var + eps must be > 0 everywhere")
+    k = vecs["gamma"] / denom  # per output channel
+    w_fold = (w * k.reshape((out,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+    b_fold = (vecs["beta"] + k * (b - vecs["mean"])).astype(w.dtype)
+    return w_fold, b_fold
+
+
+# ---- an integer-only MLP ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IntegerMLP:
+    """An MLP quantized for integer-only inference (built by :func:`integer_mlp`).
+
+    Layer ``l`` maps int8 input codes (``act_params[l]``) to int8 output codes
+    (``act_params[l + 1]``); the last output is the logits.
+    """
+
+    act_params: tuple  #: QuantParams of each layer's input, then of the logits (int8, asymmetric, per tensor)
+    weight_codes: tuple  #: int8 arrays, shape (out, in)
+    weight_params: tuple  #: QuantParams (int8, symmetric, narrow range, zero point 0, per tensor)
+    bias_codes: tuple  #: int32 arrays, shape (out,), scale S_in * S_w
+    multipliers: tuple  #: (m0, shift) per layer, for M = S_in S_w / S_out
+    relu: tuple  #: bool per layer: fused ReLU (clamp at the output zero point)
+
+
+def integer_mlp(model, X_calib, *, bits=8):
+    r"""Quantize a :class:`qref.data.MLP` for integer-only inference, min-max calibrated on ``X_calib``.
+
+    Weights: per tensor, symmetric, narrow range (codes in [-127, 127], zero point 0).
+    Activations (the input, every hidden layer's output after ReLU, and the logits): per tensor,
+    asymmetric int8, ranges from the float model's activations on ``X_calib``
+    (:func:`qref.uniform.params_from_data`). Biases: int32 at scale :math:`S_\mathrm{in} S_w`.
+    Multipliers: :math:`M = S_\mathrm{in} S_w / S_\mathrm{out}` as Q31 + shift (Jacob et al.
+    2018, Secs. 2.2-2.4).
+
+    Parameters
+    ----------
+    model : qref.data.MLP
+    X_calib : array_like of float, shape (n, in_features)
+    bits : int in [2, 8]
+        Bit width of weights and activations (codes stored in int8).
+
+    Returns
+    -------
+    IntegerMLP
+
+    Raises
+    ------
+    ValueError
+        If a layer's multiplier is not in (0, 1).
+    """
+    bits = check_int(bits, "bits")
+    if not 2 <= bits <= 8:
+        raise ValueError(f"bits must be in [2, 8] (codes stored in int8), got {bits}")
+    X = as_float_array(X_calib, "X_calib", allow_empty=False, allow_0d=False)
+    logits, acts = model.forward(X, return_activations=True)
+    outs = list(acts) + [logits]
+    act_params = tuple(_uniform.params_from_data(a, bits=bits, signed=True) for a in outs)
+    wq, wp, bq, mult, relu = [], [], [], [], []
+    n_layers = len(model.weights)
+    for layer, (W, b) in enumerate(zip(model.weights, model.biases)):
+        p_w = _uniform.params_from_data(W, bits=bits, symmetric=True, narrow_range=True)
+        wq.append(_uniform.quantize(W, p_w))
+        wp.append(p_w)
+        s_in, s_w, s_out = (float(act_params[layer].scale), float(p_w.scale), float(act_params[layer + 1].scale))
+        bq.append(quantize_bias(b, s_in, s_w))
+        mult.append(quantize_multiplier(s_in * s_w / s_out))
+        relu.append(layer < n_layers - 1)
+    return IntegerMLP(act_params, tuple(wq), tuple(wp), tuple(bq), tuple(mult), tuple(relu))
+
+
+def _check_imlp(imlp):
+    if not isinstance(imlp, IntegerMLP):
+        raise TypeError(f"imlp must be an IntegerMLP (from integer_mlp), got {type(imlp).__name__}")
+
+
+def integer_forward(imlp, X, *, return_codes=False):
+    r"""The integer-only forward pass: quantize the input, then int8 GEMMs and int32 requantization.
+
+    Per layer (Jacob et al. 2018, Eqs. 5-8 and Sec. 2.4):
+
+    .. math::
+
+        \mathrm{acc} = \sum_j (q_\mathrm{in} - Z_\mathrm{in})\, q_w + q_\mathrm{bias},\qquad
+        q_\mathrm{out} = \mathrm{clip}\big(Z_\mathrm{out} + \mathrm{RDBPOT}(\mathrm{SRDHM}(\mathrm{acc}, m_0), n),
+        \ q_\mathrm{lo},\ q_\mathrm{max}\big)
+
+    with :math:`q_\mathrm{lo} = \max(q_{\min}, Z_\mathrm{out})` for the fused ReLU of hidden
+    layers. After the input is quantized, every operation is on integers.
+
+    Parameters
+    ----------
+    imlp : IntegerMLP
+    X : array_like of float, shape (n, in_features)
+    return_codes : bool
+        Also return the list of every layer's int8 input codes.
+
+    Returns
+    -------
+    logit_codes : ndarray of int8, shape (n, n_classes)
+        Real logits are ``dequantize(logit_codes, imlp.act_params[-1])``; the predicted class
+        is their argmax.
+    codes : list of ndarray of int8 (only with ``return_codes``)
+
+    Examples
+    --------
+    >>> from qref.data import reference_mlp, load_digits
+    >>> d = load_digits(); imlp = integer_mlp(reference_mlp(), d.X_train)
+    >>> q = integer_forward(imlp, d.X_test)
+    >>> q.dtype, float(np.mean(q.argmax(axis=1) == d.y_test)) > 0.96
+    (dtype('int8'), True)
+    """
+    _check_imlp(imlp)
+    return_codes = check_bool(return_codes, "return_codes")
+    X = as_float_array(X, "X", allow_0d=False)
+    if X.ndim != 2 or X.shape[1] != imlp.weight_codes[0].shape[1]:
+        raise ValueError(f"X must have shape (n, {imlp.weight_codes[0].shape[1]}), got {X.shape}")
+    q = _uniform.quantize(X, imlp.act_params[0]).astype(np.int8)  # the only float operation
+    codes = [q]
+    for layer, Wq in enumerate(imlp.weight_codes):
+        p_in, p_out = imlp.act_params[layer], imlp.act_params[layer + 1]
+        acc = quantized_matmul(q, int(p_in.zero_point), Wq.T, 0, bias=imlp.bias_codes[layer])
+        m0, shift = imlp.multipliers[layer]
+        z_out = int(p_out.zero_point)
+        lo = max(p_out.qmin, z_out) if imlp.relu[layer] else p_out.qmin
+        q = requantize(acc, m0, shift, z_out, lo, p_out.qmax).astype(np.int8)
+        codes.append(q)
+    return (q, codes[:-1]) if return_codes else q
+
+
+def simulated_forward(imlp, X):
+    r"""The float simulation of :func:`integer_forward`: fake quantization at the same points.
+
+    The input is fake-quantized, each layer computes :math:`\hat W \hat a + \hat b` in float64
+    with the fake-quantized weights and the dequantized int32 bias, then ReLU (hidden layers)
+    and fake quantization with the output's parameters (Jacob et al. 2018, Sec. 3). Returns the
+    fake-quantized logits; their codes ``rint(logits / S) + Z`` agree with
+    :func:`integer_forward` within one code.
+
+    Parameters
+    ----------
+    imlp : IntegerMLP
+    X : array_like of float, shape (n, in_features)
+
+    Returns
+    -------
+    ndarray of float64, shape (n, n_classes)
+    """
+    _check_imlp(imlp)
+    X = as_float_array(X, "X", allow_0d=False)
+    if X.ndim != 2 or X.shape[1] != imlp.weight_codes[0].shape[1]:
+        raise ValueError(f"X must have shape (n, {imlp.weight_codes[0].shape[1]}), got {X.shape}")
+    # the input in its own dtype, exactly as integer_forward quantizes it; then float64
+    a = _uniform.fake_quantize(X, imlp.act_params[0]).astype(np.float64)
+    for layer, Wq in enumerate(imlp.weight_codes):
+        p_in, p_w, p_out = imlp.act_params[layer], imlp.weight_params[layer], imlp.act_params[layer + 1]
+        W_hat = _uniform.dequantize(Wq, p_w, dtype=np.float64)
+        b_hat = imlp.bias_codes[layer].astype(np.float64) * (float(p_in.scale) * float(p_w.scale))
+        y = a @ W_hat.T + b_hat
+        if imlp.relu[layer]:
+            y = np.maximum(y, 0.0)
+        a = _uniform.fake_quantize(y, p_out)
+    return a
