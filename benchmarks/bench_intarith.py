@@ -19,37 +19,19 @@ Run it alone with ``python benchmarks/bench_intarith.py`` or through ``python be
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
 from qref import intarith
 from qref._numba import USE_NUMBA
 
+try:
+    from bench_uniform import _best_of, _row
+except ImportError:  # pragma: no cover - run from another directory
+    from benchmarks.bench_uniform import _best_of, _row
+
 N = 1024
 REPEATS = 7
-SETTLE_S = 0.03  #: untimed pause before each timed call (numba's worker threads spin for a while)
-
-
-def _best_of(candidates, repeats, settle=SETTLE_S):
-    """Best wall time of each zero-argument callable, timed in interleaved rounds after a warm-up."""
-    for f in candidates.values():
-        f()
-    best = dict.fromkeys(candidates, float("inf"))
-    for _ in range(repeats):
-        for name, f in candidates.items():
-            time.sleep(settle)
-            t = time.perf_counter()
-            f()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
-
-
-def _row(benchmark, qref_s, baseline, baseline_s, target=None, note=""):
-    return dict(benchmark=benchmark, qref_s=qref_s, baseline=baseline, baseline_s=baseline_s,
-                ratio=qref_s / baseline_s, target=target, note=note)
-
-
 def run(n=N, repeats=REPEATS, seed=0):
     """Time the GEMMs; return a list of rows (see ``benchmarks/run.py``)."""
     rng = np.random.default_rng(seed)
