@@ -110,7 +110,8 @@ def kl_divergence(p, q, *, eps=None):
     mask = p > 0
     if (q[mask] == 0).any():
         return float("inf")
-    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+    # >= 0 by Gibbs' inequality; rounding can give -1e-16 for (nearly) equal histograms
+    return max(0.0, float(np.sum(p[mask] * np.log(p[mask] / q[mask]))))
 
 
 def cosine_similarity(x, y):
