@@ -11,6 +11,7 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.binary`    binary and ternary weights: BinaryConnect, BWN/XNOR-Net, ABC-Net, TWN, TTQ, FGQ
 - :mod:`qref.bitops`    bit packing and exact XNOR-popcount matrix products
 - :mod:`qref.theory`    why quantization works: angle preservation, dot-product proportionality
+- :mod:`qref.calibration` clipping ranges: min–max, percentile, MSE search, KL (TensorRT), ACIQ, SAWB
 - :mod:`qref.intarith`  integer-only inference: fixed-point multipliers, int8 GEMM, requantization, BN folding
 - :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
 - :mod:`qref.data`      synthetic weights, the digits data set, the reference model
@@ -21,11 +22,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import binary, bitops, codebook, data, formats, intarith, metrics, nonuniform, rounding, theory, uniform, vq
+from . import binary, bitops, calibration, codebook, data, formats, intarith, metrics, nonuniform, rounding, theory, uniform, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "binary", "bitops", "codebook", "data", "formats", "intarith", "metrics", "nonuniform", "rounding", "theory", "uniform", "vq",
+    "binary", "bitops", "calibration", "codebook", "data", "formats", "intarith", "metrics", "nonuniform", "rounding", "theory", "uniform", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]
