@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import _as_int, as_float_array, check_bits, check_positive, check_range, check_rng
+from ._validation import as_float_array, check_bits, check_int, check_positive, check_range, check_rng
 
 __all__ = [
     "hard_quantize",
@@ -433,7 +433,7 @@ def power_of_two_codebook(bits, *, max_exponent=0):
     array([-1.  , -0.5 , -0.25,  0.  ,  0.25,  0.5 ,  1.  ])
     """
     bits = check_bits(bits, low=2, high=8)
-    e_max = _as_int(max_exponent, "max_exponent")
+    e_max = check_int(max_exponent, "max_exponent")
     if not -64 <= e_max <= 64:
         raise ValueError(f"max_exponent must be an integer in [-64, 64], got {e_max}")
     m = 2 ** (bits - 1) - 1

@@ -26,7 +26,7 @@ import inspect
 import numpy as np
 
 from ._numba import USE_NUMBA, njit
-from ._validation import as_float_array, as_int_array, check_choice, check_int, check_positive, check_rng
+from ._validation import as_float_array, as_int_array, check_choice, check_int, check_rng
 from .codebook import _index_dtype, _nearest
 
 __all__ = ["kmeans_1d_optimal", "KMeans", "ProductQuantizer"]
