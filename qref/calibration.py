@@ -38,6 +38,7 @@ import math
 
 import numpy as np
 
+from ._optimize import golden_section_min
 from ._validation import as_float_array, check_axis, check_bits, check_bool, check_choice, check_int, check_real
 from .metrics import expected_mse
 from .uniform import fake_quantize, params_from_range
@@ -66,23 +67,6 @@ def _per_channel(fn, x, axis):
     rows = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64)
     out = np.array([fn(r) for r in rows], dtype=np.float64).reshape(-1, 2)
     return out[:, 0].copy(), out[:, 1].copy()
-
-
-def _golden_min(f, a, b, tol=1e-11):
-    """Minimum of a unimodal ``f`` on ``[a, b]`` by golden-section search (Kiefer 1953)."""
-    invphi = (math.sqrt(5.0) - 1.0) / 2.0
-    c, d = b - invphi * (b - a), a + invphi * (b - a)
-    fc, fd = f(c), f(d)
-    while b - a > tol * max(1.0, abs(a) + abs(b)):
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - invphi * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + invphi * (b - a)
-            fd = f(d)
-    return 0.5 * (a + b)
 
 
 # ---- min-max and percentile --------------------------------------------------------------
@@ -594,7 +578,7 @@ def _optimal_alpha_unit(bits, distribution):
     grid = np.linspace(0.2, 8.0, 79)
     vals = np.array([f(a) for a in grid])
     j = int(np.argmin(vals))
-    return float(_golden_min(f, float(grid[max(j - 1, 0)]), float(grid[min(j + 1, grid.size - 1)]), tol=1e-7))
+    return float(golden_section_min(f, float(grid[max(j - 1, 0)]), float(grid[min(j + 1, grid.size - 1)]), tol=1e-7))
 
 
 _MOMENTS = {  # (sqrt(E w^2), E|w|) for unit variance

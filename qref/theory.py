@@ -65,6 +65,7 @@ import math
 import numpy as np
 
 from . import binary, uniform
+from ._optimize import golden_section_min
 from ._validation import as_float_array, check_bits, check_choice, check_int, check_positive, check_real, check_rng
 
 __all__ = [
@@ -382,24 +383,6 @@ def limit_angle(quantizer="binary", *, bits=None, threshold=None, clip=None, dis
     return math.degrees(theta) if degrees else theta
 
 
-def _golden_max(f, lo, hi, tol=1e-9):
-    """Argmax of a unimodal ``f`` on ``[lo, hi]`` by golden-section search."""
-    g = (math.sqrt(5.0) - 1.0) / 2.0
-    a, b = lo, hi
-    c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = f(c), f(d)
-    while b - a > tol:
-        if fc > fd:
-            b, d, fd = d, c, fc
-            c = b - g * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + g * (b - a)
-            fd = f(d)
-    return 0.5 * (a + b)
-
-
 def _grid_then_golden(func, lo, hi, n=200):
     def f(x):
         v = func(x)
@@ -407,7 +390,7 @@ def _grid_then_golden(func, lo, hi, n=200):
 
     xs = np.linspace(lo, hi, n)
     i = int(np.argmax([f(x) for x in xs]))
-    return _golden_max(f, xs[max(i - 1, 0)], xs[min(i + 1, n - 1)])
+    return golden_section_min(lambda x: -f(x), xs[max(i - 1, 0)], xs[min(i + 1, n - 1)], tol=1e-9)
 
 
 @functools.lru_cache(maxsize=None)
