@@ -13,6 +13,7 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.theory`    why quantization works: angle preservation, dot-product proportionality
 - :mod:`qref.calibration` clipping ranges: min–max, percentile, MSE search, KL (TensorRT), ACIQ, SAWB
 - :mod:`qref.intarith`  integer-only inference: fixed-point multipliers, int8 GEMM, requantization, BN folding
+- :mod:`qref.nn`        a small numpy training substrate: layers with forward and backward side by side, SGD/Adam, fit
 - :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
 - :mod:`qref.data`      synthetic weights, the digits data set, the reference model
 - :mod:`qref.widgets`   interactive figures that work live and in the static book
@@ -22,11 +23,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import binary, bitops, calibration, codebook, data, formats, intarith, metrics, nonuniform, rounding, theory, uniform, vq
+from . import binary, bitops, calibration, codebook, data, formats, intarith, metrics, nn, nonuniform, rounding, theory, uniform, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "binary", "bitops", "calibration", "codebook", "data", "formats", "intarith", "metrics", "nonuniform", "rounding", "theory", "uniform", "vq",
+    "binary", "bitops", "calibration", "codebook", "data", "formats", "intarith", "metrics", "nn", "nonuniform", "rounding", "theory", "uniform", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "check_real",
     "check_float_dtype",
     "raise_nonfinite",
+    "check_fraction",
 ]
 
 
@@ -216,3 +217,15 @@ def check_rng(rng, name="rng"):
             raise ValueError(f"{name} seed must be non-negative, got {rng}")
         return np.random.default_rng(rng)
     raise TypeError(f"{name} must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def check_fraction(value, name, *, low_open=False, high_open=False):
+    """Check a real number in the unit interval, ends closed or open as asked; return it as ``float``.
+
+    ``check_fraction(p, "p", high_open=True)`` accepts :math:`[0, 1)`, e.g. a pruning rate.
+    """
+    v = check_real(value, name)
+    if not ((0.0 < v if low_open else 0.0 <= v) and (v < 1.0 if high_open else v <= 1.0)):
+        interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a real number in {interval}, got {value!r}")
+    return v
