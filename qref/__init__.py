@@ -12,6 +12,7 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.bitops`    bit packing and exact XNOR-popcount matrix products
 - :mod:`qref.theory`    why quantization works: angle preservation, dot-product proportionality
 - :mod:`qref.calibration` clipping ranges: min–max, percentile, MSE search, KL (TensorRT), ACIQ, SAWB
+- :mod:`qref.allocation` bit allocation: per channel (Banner et al.), per layer by SQNR (Lin et al.), Max's optimal uniform steps
 - :mod:`qref.intarith`  integer-only inference: fixed-point multipliers, int8 GEMM, requantization, BN folding
 - :mod:`qref.nn`        a small numpy training substrate: layers with forward and backward side by side, SGD/Adam, fit
 - :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
@@ -23,11 +24,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import binary, bitops, calibration, codebook, data, formats, intarith, metrics, nn, nonuniform, rounding, theory, uniform, vq
+from . import allocation, binary, bitops, calibration, codebook, data, formats, intarith, metrics, nn, nonuniform, rounding, theory, uniform, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "binary", "bitops", "calibration", "codebook", "data", "formats", "intarith", "metrics", "nn", "nonuniform", "rounding", "theory", "uniform", "vq",
+    "allocation", "binary", "bitops", "calibration", "codebook", "data", "formats", "intarith", "metrics", "nn", "nonuniform", "rounding", "theory", "uniform", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]

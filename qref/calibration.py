@@ -46,6 +46,7 @@ from .uniform import fake_quantize, params_from_range
 __all__ = [
     "minmax_range", "percentile_range", "mse_range", "kl_threshold", "kl_range",
     "aciq_mse", "aciq_alpha", "aciq_range", "sawb_fit", "sawb_range", "ACIQ_DISTRIBUTIONS",
+    "bias_correction",
 ]
 
 ACIQ_DISTRIBUTIONS = ("laplace", "gaussian")
@@ -687,3 +688,95 @@ def sawb_range(x, *, bits, coeffs=None, axis=None):
         return -a, a
 
     return _per_channel(fn, x, axis)
+
+
+# ---- bias correction (Banner et al. 2019, Sec. 5) ----------------------------------------
+
+def bias_correction(w, w_q, *, axis=0, rule="paper", return_params=False):
+    r"""Correct the per-channel mean and spread that quantization shifted (Banner et al. 2019, Sec. 5).
+
+    Rounding a channel :math:`W_c` to a coarse grid changes its mean and the norm of its
+    deviations from the mean. With the per-channel correction constants
+
+    .. math::
+
+        \mu_c = \mathbb E[W_c] - \mathbb E[W_c^q], \qquad
+        \xi_c = \frac{\lVert W_c - \mathbb E[W_c] \rVert_2}{\lVert W_c^q - \mathbb E[W_c^q] \rVert_2},
+
+    Banner et al. update every quantized weight of the channel as
+
+    * ``rule="paper"``: :math:`w \leftarrow \xi_c\,(w + \mu_c)`. The spread (standard deviation)
+      then equals the float channel's exactly; the mean becomes :math:`\xi_c\,\mathbb E[W_c]`,
+      equal to :math:`\mathbb E[W_c]` only up to :math:`(\xi_c - 1)\,\mathbb E[W_c]`, which
+      is small because weight channels have means near 0 and :math:`\xi_c \approx 1`;
+    * ``rule="exact"``: :math:`w \leftarrow \mathbb E[W_c] + \xi_c\,(w - \mathbb E[W_c^q])`,
+      which matches both the mean and the standard deviation exactly (the same correction,
+      with the scaling applied about the mean).
+
+    Both leave :math:`W^q` unchanged when it already has the float channel's mean and norm.
+    A quantized channel that is constant (:math:`\lVert W_c^q - \mathbb E W_c^q\rVert = 0`)
+    cannot be stretched: there :math:`\xi_c = 1` and only the mean is corrected.
+
+    Note that the corrected weights are generally *off* the quantization grid: the correction
+    is an affine map per channel, i.e. a per-channel scale :math:`\xi_c` and a per-channel
+    offset that an integer kernel must carry (like a weight zero point).
+
+    Parameters
+    ----------
+    w : array_like of float
+        The float weights :math:`W`.
+    w_q : array_like of float, same shape
+        Their quantized (dequantized) version :math:`W^q`.
+    axis : int
+        The channel axis (0: output channels of a ``(out, in)`` weight); statistics are over
+        all other axes.
+    rule : {"paper", "exact"}
+    return_params : bool
+        Also return ``(mu, xi)``, float64 arrays of shape ``(w.shape[axis],)``.
+
+    Returns
+    -------
+    ndarray, shape and dtype of ``w_q``; or ``(corrected, mu, xi)`` with ``return_params``
+
+    Raises
+    ------
+    TypeError
+        For non-float inputs.
+    ValueError
+        For different shapes, empty or 0-d arrays, NaN/inf, a bad ``axis`` or ``rule``.
+
+    References
+    ----------
+    R. Banner, Y. Nahshan, D. Soudry, "Post training 4-bit quantization of convolutional
+    networks for rapid-deployment", NeurIPS 2019, Sec. 5 (bias correction).
+
+    Examples
+    --------
+    >>> w = np.array([[0.30, -0.10, 0.55, -0.42], [0.12, 0.01, -0.13, 0.20]])
+    >>> w_q = np.round(w / 0.25) * 0.25                       # a coarse grid
+    >>> c = bias_correction(w, w_q, rule="exact")
+    >>> bool(np.allclose(c.mean(axis=1), w.mean(axis=1))), bool(np.allclose(c.std(axis=1), w.std(axis=1)))
+    (True, True)
+    """
+    w = as_float_array(w, "w", allow_empty=False, allow_0d=False)
+    w_q = as_float_array(w_q, "w_q", allow_empty=False, allow_0d=False)
+    if w.shape != w_q.shape:
+        raise ValueError(f"w and w_q must have the same shape, got {w.shape} and {w_q.shape}")
+    axis = check_axis(axis, w.ndim)
+    check_choice(rule, "rule", ("paper", "exact"))
+    return_params = check_bool(return_params, "return_params")
+    C = w.shape[axis]
+    rows = np.moveaxis(w, axis, 0).reshape(C, -1).astype(np.float64)
+    rows_q = np.moveaxis(w_q, axis, 0).reshape(C, -1).astype(np.float64)
+    mean, mean_q = rows.mean(axis=1), rows_q.mean(axis=1)
+    norm = np.linalg.norm(rows - mean[:, None], axis=1)
+    norm_q = np.linalg.norm(rows_q - mean_q[:, None], axis=1)
+    mu = mean - mean_q
+    xi = np.where(norm_q > 0, norm / np.where(norm_q > 0, norm_q, 1.0), 1.0)
+    if rule == "paper":
+        out = xi[:, None] * (rows_q + mu[:, None])
+    else:
+        out = mean[:, None] + xi[:, None] * (rows_q - mean_q[:, None])
+    moved = np.moveaxis(w_q, axis, 0).shape
+    out = np.moveaxis(out.reshape(moved), 0, axis).astype(w_q.dtype)
+    return (out, mu, xi) if return_params else out
