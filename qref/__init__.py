@@ -6,7 +6,7 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.uniform`   uniform (affine) quantization: scale, zero point, codes, granularity
 - :mod:`qref.formats`   number formats: fixed point, minifloats (fp16, bfloat16, FP8)
 - :mod:`qref.codebook`  fixed codebooks, hard, soft and random assignment to a codebook
-- :mod:`qref.nonuniform` Lloyd–Max optimal scalar quantizers (density or samples)
+- :mod:`qref.nonuniform` Lloyd–Max, INQ powers of two, LogQuant, ShiftCNN, HWGQ
 - :mod:`qref.vq`        k-means weight sharing, exact optimal 1-D k-means, product quantization
 - :mod:`qref.binary`    binary and ternary weights: BinaryConnect, BWN/XNOR-Net, ABC-Net, TWN, TTQ, FGQ
 - :mod:`qref.bitops`    bit packing and exact XNOR-popcount matrix products

@@ -53,14 +53,12 @@ variables", IEEE Trans. Commun. Syst. 11(3), 289-296, 1963.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
-from ._optimize import golden_section_min
 from ._validation import as_float_array, check_axis, check_bits, check_choice, check_int, check_real
-from .nonuniform import _cell_moments
+from .nonuniform import _optimal_uniform_step, _uniform_mse
 
 __all__ = [
     "LIN_DISTRIBUTIONS",
@@ -182,13 +180,7 @@ def _positive(value, name):
 
 def _mse_unit(step, n, distribution):
     """Exact MSE of the N-level quantizer with step ``step`` on the unit-variance density."""
-    y = (np.arange(n, dtype=np.float64) - 0.5 * (n - 1)) * step
-    t = 0.5 * (y[1:] + y[:-1])  # thresholds
-    a = np.concatenate(([-np.inf], t))
-    b = np.concatenate((t, [np.inf]))
-    p, m1, m2 = _cell_moments(a, b, distribution)
-    # sum_k int_cell (x - y_k)^2 f = sum_k (M2 - 2 y M1 + y^2 P); the cell-wise terms are >= 0
-    return float(np.sum(np.maximum(m2 - 2.0 * y * m1 + y * y * p, 0.0)))
+    return _uniform_mse(step, n, distribution)  # closed-form cell moments (qref.nonuniform)
 
 
 def uniform_quantizer_mse(step, *, bits=None, n_levels=None, mode="midrise", distribution="gaussian"):
@@ -244,20 +236,9 @@ def uniform_quantizer_mse(step, *, bits=None, n_levels=None, mode="midrise", dis
     return _mse_unit(step, n, distribution)
 
 
-@functools.lru_cache(maxsize=None)
 def _optimal_step(n, distribution):
-    if distribution == "uniform":  # the N cells tile [-sqrt 3, sqrt 3] exactly: D = step^2 / 12
-        step = 2.0 * math.sqrt(3.0) / n
-        return step, _mse_unit(step, n, distribution)
-    # the optimal half-range N*step/2 lies within [0.3, 16] standard deviations for N <= 4096;
-    # a coarse grid finds the basin, golden-section search refines it
-    half = np.geomspace(0.3, 16.0, 120)
-    vals = np.array([_mse_unit(2.0 * h / n, n, distribution) for h in half])
-    j = int(np.argmin(vals))
-    lo, hi = half[max(j - 1, 0)], half[min(j + 1, half.size - 1)]
-    h = golden_section_min(lambda s: _mse_unit(2.0 * s / n, n, distribution), float(lo), float(hi), tol=1e-12)
-    step = 2.0 * h / n
-    return step, _mse_unit(step, n, distribution)
+    """(step, mse): the one search, shared with :func:`qref.nonuniform.optimal_uniform`."""
+    return _optimal_uniform_step(n, distribution)
 
 
 def optimal_uniform_step(bits=None, *, n_levels=None, mode="midrise", distribution="gaussian"):

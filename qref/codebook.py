@@ -407,8 +407,8 @@ def power_of_two_codebook(bits, *, max_exponent=0):
     (one code unused, keeping the codebook symmetric). Multiplying by a codeword is a bit
     shift, which is why such codebooks appear in hardware-friendly quantizers. This is the
     minimal fixed version used in the rounding chapter: ``max_exponent`` is given, not fitted
-    to the data (fitting it to the largest weight is INQ's rule, Zhou et al. 2017, not
-    implemented here).
+    to the data (fitting it to the largest weight is INQ's rule, Zhou et al. 2017: see
+    :func:`qref.nonuniform.inq_exponent_range` and :func:`qref.nonuniform.power_of_two_quantize`).
 
     Parameters
     ----------

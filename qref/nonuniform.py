@@ -1,4 +1,20 @@
-r"""Non-uniform scalar quantization: the Lloyd-Max quantizer, for a density and for data.
+r"""Non-uniform scalar quantization: Lloyd-Max, powers of two (INQ, LogQuant), ShiftCNN and HWGQ.
+
+Sections of this module, in the order of the book chapter "Non-uniform quantization":
+
+* **Lloyd-Max** (:func:`lloyd_max`, :func:`lloyd_max_data`), the MSE of any level set on a
+  density (:func:`quantizer_mse`, :func:`decision_thresholds`) and the best *uniform* quantizer
+  it is compared with (:func:`optimal_uniform`);
+* **powers of two** with INQ's exponent range and nearest-level rule
+  (:func:`inq_exponent_range`, :func:`power_of_two_levels`, :func:`power_of_two_quantize`);
+* **logarithmic quantization**, LogQuant of Miyashita et al. (:func:`log_quantize`,
+  :func:`log_levels`), base 2 or :math:`\sqrt 2`;
+* **ShiftCNN**'s sums of powers of two (:func:`shiftcnn_codebook`, :func:`shiftcnn_encode`,
+  :func:`shiftcnn_decode`, :func:`shiftcnn_quantize`);
+* **HWGQ**, the half-wave Gaussian quantizer of ReLU activations (:func:`hwgq_levels`,
+  :func:`hwgq_quantize`).
+
+The Lloyd-Max quantizer in detail:
 
 A scalar quantizer with :math:`n` levels :math:`y_1 < \dots < y_n` and thresholds
 :math:`t_1 < \dots < t_{n-1}` maps :math:`x \in (t_{i-1}, t_i]` to :math:`y_i`
@@ -29,19 +45,39 @@ Lloyd, S. P. (1982). Least squares quantization in PCM. IEEE Trans. Inf. Theory 
 129-137 (written 1957).
 
 Max, J. (1960). Quantizing for minimum distortion. IRE Trans. Inf. Theory 6(1), 7-12.
+
+Zhou, A., Yao, A., Guo, Y., Xu, L. and Chen, Y. (2017). Incremental network quantization:
+towards lossless CNNs with low-precision weights. ICLR.
+
+Miyashita, D., Lee, E. H. and Murmann, B. (2016). Convolutional neural networks using
+logarithmic data representation. arXiv:1603.01025.
+
+Gudovskiy, D. A. and Rigazio, L. (2017). ShiftCNN: generalized low-precision architecture for
+inference of convolutional neural networks. arXiv:1706.02393.
+
+Cai, Z., He, X., Sun, J. and Vasconcelos, N. (2017). Deep learning with low precision by
+half-wave Gaussian quantization. CVPR.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import as_float_array, check_bits, check_choice, check_int, check_positive
+from ._validation import (as_float_array, as_int_array, check_bits, check_bool, check_choice,
+                          check_float_dtype, check_int, check_positive)
 
-__all__ = ["LloydMax", "lloyd_max", "lloyd_max_data", "DENSITIES"]
+__all__ = [
+    "LloydMax", "lloyd_max", "lloyd_max_data", "DENSITIES",
+    "inq_exponent_range", "power_of_two_levels", "power_of_two_quantize", "POWER_OF_TWO_RULES",
+    "decision_thresholds", "quantizer_mse", "optimal_uniform", "log_levels", "log_quantize", "LOG_BASES",
+    "shiftcnn_codebook", "shiftcnn_encode", "shiftcnn_decode", "shiftcnn_quantize",
+    "hwgq_levels", "hwgq_quantize",
+]
 
 #: the unit-variance densities :func:`lloyd_max` knows in closed form
 DENSITIES = ("gaussian", "laplace", "uniform")
@@ -340,3 +376,987 @@ def lloyd_max_data(x, bits=None, *, n_levels=None, init="quantile", tol=1e-10, m
     e = np.concatenate(([0], np.searchsorted(xs, t, side="right"), [N]))
     mse = float(np.sum(np.diff(Q[e]) - 2.0 * levels * np.diff(S[e]) + levels**2 * np.diff(e))) / N
     return LloydMax(levels, t, max(mse, 0.0))
+
+
+# --------------------------------------------------------------------------------------
+# Powers of two: the level set and nearest-level rule of INQ (Zhou et al. 2017)
+# --------------------------------------------------------------------------------------
+
+
+def _check_exponent(value, name):
+    v = check_int(value, name)
+    if not -1022 <= v <= 1023:
+        raise ValueError(f"{name} must be an integer in [-1022, 1023] (normal float64 powers of two), got {v}")
+    return v
+
+
+def inq_exponent_range(max_abs, bits):
+    r"""INQ's exponent range :math:`(n_1, n_2)` for a layer whose largest magnitude is ``max_abs``.
+
+    INQ (Zhou et al. 2017) restricts a layer's weights to
+    :math:`\mathcal P_l = \{\pm 2^{n_1}, \dots, \pm 2^{n_2}, 0\}` (Eq. (1)), with
+
+    .. math::
+
+        s = \max |W_l|, \qquad n_1 = \left\lfloor \log_2 \frac{4 s}{3} \right\rfloor,
+        \qquad n_2 = n_1 + 1 - \frac{2^{b-1}}{2},
+
+    Eqs. (2)-(3) of Zhou et al. (2017) and the formula for :math:`n_2` in the text after them.
+    The bit width :math:`b` counts one bit for zero, so :math:`b - 1` bits code the
+    :math:`2^{b-1}` signed powers of two, i.e. :math:`2^{b-2}` exponents. The factor 4/3
+    puts :math:`s` inside the cell of the top level, :math:`[\tfrac34 2^{n_1}, \tfrac32 2^{n_1})`
+    (see :func:`power_of_two_quantize`), so the largest weight is never pushed down a level.
+
+    :math:`n_1` is computed exactly: with :math:`s = f\,2^E`, :math:`f \in [\tfrac12, 1)`
+    (:func:`math.frexp`), :math:`n_1 = E - 1 + [f \ge \tfrac34]`, so no rounding error in
+    :math:`\log_2` can move a weight into a neighbouring level.
+
+    Parameters
+    ----------
+    max_abs : float > 0
+        :math:`s`, the largest absolute weight of the layer (before any quantization).
+    bits : int in [2, 8]
+        :math:`b`; ``bits=2`` gives the ternary set :math:`\{0, \pm 2^{n_1}\}`.
+
+    Returns
+    -------
+    (n1, n2) : tuple of int
+        The largest and the smallest exponent, :math:`n_2 = n_1 + 1 - 2^{b-2} \le n_1`.
+
+    Raises
+    ------
+    TypeError
+        If ``max_abs`` is not a real number or ``bits`` not an integer.
+    ValueError
+        If ``max_abs`` is not finite and > 0, ``bits`` is outside [2, 8], or the levels
+        would leave the normal float64 range (``max_abs`` below about ``1e-289``).
+
+    References
+    ----------
+    Zhou, Yao, Guo, Xu and Chen (2017), "Incremental network quantization: towards lossless
+    CNNs with low-precision weights", ICLR, Eqs. (1)-(3).
+
+    Examples
+    --------
+    The paper's example: :math:`b = 3` and :math:`n_1 = -1` give :math:`n_2 = -2`.
+
+    >>> inq_exponent_range(0.6, 3)          # 4 * 0.6 / 3 = 0.8, floor(log2 0.8) = -1
+    (-1, -2)
+    >>> inq_exponent_range(0.6, 5)          # 5 bits: 8 exponents, 2^-1 ... 2^-8
+    (-1, -8)
+    """
+    s = float(check_positive(max_abs, "max_abs"))
+    b = check_bits(bits, "bits", low=2, high=8)
+    # s = f 2^E exactly (frexp), f in [1/2, 1): floor(log2 s) = E - 1, and 4s/3 reaches the next
+    # power of two iff f >= 3/4. No log2, no overflow of 4s, no rounding.
+    f, E = math.frexp(s)
+    n1 = E - 1 + (f >= 0.75)
+    n2 = n1 + 1 - 2 ** (b - 1) // 2
+    if n2 < -1022 or n1 > 1023:
+        raise ValueError(f"max_abs={s!r} with bits={b} puts the levels 2^{n2} ... 2^{n1} outside the "
+                         "normal float64 range [2^-1022, 2^1023]; rescale the weights")
+    return n1, n2
+
+
+def power_of_two_levels(n1, n2):
+    r"""The INQ level set :math:`\{0\} \cup \{\pm 2^{n} : n_2 \le n \le n_1\}`, sorted.
+
+    Eq. (1) of Zhou et al. (2017), with :math:`2 (n_1 - n_2 + 1) + 1` values.
+
+    Parameters
+    ----------
+    n1, n2 : int, n2 <= n1, both in [-1022, 1023]
+        The largest and the smallest exponent (from :func:`inq_exponent_range`).
+
+    Returns
+    -------
+    ndarray of float64, shape (2 * (n1 - n2 + 1) + 1,), increasing
+
+    Raises
+    ------
+    TypeError
+        If ``n1`` or ``n2`` is not an integer.
+    ValueError
+        If ``n2 > n1`` or an exponent is out of range.
+
+    References
+    ----------
+    Zhou et al. (2017), ICLR, Eq. (1).
+
+    Examples
+    --------
+    >>> power_of_two_levels(-1, -2)
+    array([-0.5 , -0.25,  0.  ,  0.25,  0.5 ])
+    """
+    n1 = _check_exponent(n1, "n1")
+    n2 = _check_exponent(n2, "n2")
+    if n2 > n1:
+        raise ValueError(f"n2 must be <= n1, got n1={n1}, n2={n2}")
+    mags = np.ldexp(1.0, np.arange(n2, n1 + 1))
+    return np.concatenate([-mags[::-1], [0.0], mags])
+
+
+#: the nearest-level rules of :func:`power_of_two_quantize`
+POWER_OF_TWO_RULES = ("inq", "log")
+
+
+def power_of_two_quantize(w, *, bits, max_abs=None, rule="inq"):
+    r"""Quantize weights to zero or signed powers of two with INQ's rule (Zhou et al. 2017, Eq. (4)).
+
+    With :math:`(n_1, n_2)` from :func:`inq_exponent_range` and :math:`\alpha < \beta`
+    adjacent elements of the sorted non-negative part :math:`\{0, 2^{n_2}, \dots, 2^{n_1}\}`
+    of the level set, INQ's rule (``rule="inq"``) is
+
+    .. math::
+
+        \hat W(i, j) = \begin{cases}
+            \beta \operatorname{sgn}(W(i, j)) & \text{if } \frac{\alpha + \beta}{2} \le |W(i, j)|
+                < \frac{3\beta}{2}, \\
+            0 & \text{otherwise,}
+        \end{cases}
+
+    Eq. (4) of Zhou et al. (2017). The thresholds are the **midpoints in the linear domain**:
+    between :math:`2^{k}` and :math:`2^{k+1}` at :math:`\tfrac32 2^{k}`, and between 0 and the
+    smallest level at :math:`2^{n_2}/2 = 2^{n_2 - 1}`. This is nearest-level rounding (ties go up).
+
+    ``rule="log"`` rounds :math:`\log_2 |W|` to the nearest integer instead, so the threshold
+    between :math:`2^{k}` and :math:`2^{k+1}` is their geometric mean :math:`\sqrt2\, 2^{k}
+    \approx 1.414 \cdot 2^{k}` (below INQ's :math:`1.5 \cdot 2^{k}`), and exponents below
+    :math:`n_2` go to zero, i.e. the zero threshold is :math:`2^{n_2 - 1/2}` (above INQ's
+    :math:`2^{n_2 - 1}`). The two rules share the level set but **not the thresholds**: a
+    weight in :math:`[\sqrt 2\, 2^k, \tfrac32 2^k)` goes up under ``"log"`` and down under
+    ``"inq"``. Only the ``"inq"`` rule minimizes :math:`|W - \hat W|` for each weight.
+
+    **Saturation.** With ``max_abs = max|w|`` (the default), :math:`|w| < \tfrac32 2^{n_1}`
+    always holds. If a smaller ``max_abs`` is given, Eq. (4) read literally would send
+    :math:`|w| \ge \tfrac32 2^{n_1}` to 0; here such weights saturate to
+    :math:`\pm 2^{n_1}` instead (the nearest level).
+
+    Parameters
+    ----------
+    w : array_like of float, any shape
+        The weights. Not modified.
+    bits : int in [2, 8]
+        :math:`b`, one bit of which is for zero (:func:`inq_exponent_range`).
+    max_abs : float > 0, optional
+        :math:`s` in Eq. (2). Default ``max(|w|)``. INQ computes it once per layer from the
+        pre-trained weights and keeps it while the weights are quantized group by group, so
+        pass it explicitly when quantizing a part of a layer.
+    rule : {"inq", "log"}
+        Linear-domain midpoints (Eq. (4)) or log-domain rounding.
+
+    Returns
+    -------
+    ndarray, shape and dtype of ``w``
+        Every entry is in ``power_of_two_levels(n1, n2)``. If ``max_abs`` is not given and
+        ``w`` is all zero (or empty), zeros (there is no scale to fit).
+
+    Raises
+    ------
+    TypeError
+        If ``w`` is not floating point, or ``bits``/``max_abs`` of the wrong type.
+    ValueError
+        If ``w`` holds NaN or infinity, ``bits`` is outside [2, 8], ``max_abs`` is not > 0,
+        or ``rule`` is unknown.
+
+    References
+    ----------
+    Zhou et al. (2017), "Incremental network quantization", ICLR, Eqs. (1)-(4).
+    Miyashita, Lee and Murmann (2016), arXiv:1603.01025 (log-domain rounding).
+
+    Examples
+    --------
+    >>> w = np.array([0.6, 0.45, 0.36, 0.2, 0.1, 0.05, -0.3])
+    >>> power_of_two_quantize(w, bits=3)           # levels 0, +-1/4, +-1/2; thresholds 1/8, 3/8
+    array([ 0.5 ,  0.5 ,  0.25,  0.25,  0.  ,  0.  , -0.25])
+    >>> power_of_two_quantize(w, bits=3, rule="log")   # thresholds 2^-2.5 = 0.177, 2^-1.5 = 0.354
+    array([ 0.5 ,  0.5 ,  0.5 ,  0.25,  0.  ,  0.  , -0.25])
+    """
+    w = as_float_array(w, "w")
+    b = check_bits(bits, "bits", low=2, high=8)
+    check_choice(rule, "rule", POWER_OF_TWO_RULES)
+    a = np.abs(w.astype(np.float64))
+    if max_abs is None:
+        s = float(a.max()) if a.size else 0.0
+        if s == 0.0:
+            return np.zeros_like(w)
+    else:
+        s = max_abs
+    n1, n2 = inq_exponent_range(s, b)
+    m, E = np.frexp(a)  # a = m 2^E, m in [0.5, 1) (m = 0, E = 0 for a = 0)
+    fl = E - 1  # floor(log2 a) for a > 0
+    if rule == "inq":
+        # a in [2^fl, 2^(fl+1)): up iff a >= 1.5 2^fl  <=>  m >= 0.75   (exact)
+        e = fl + (m >= 0.75)
+        zero = (a == 0) | (fl < n2 - 1)  # |w| < 2^(n2 - 1) = (0 + 2^n2) / 2
+    else:
+        e = np.rint(np.log2(np.where(a > 0, a, 1.0))).astype(np.int64)
+        zero = (a == 0) | (e < n2)  # |w| < 2^(n2 - 1/2)
+    mag = np.ldexp(1.0, np.clip(e, n2, n1))
+    out = np.where(zero, 0.0, np.copysign(mag, w.astype(np.float64)))
+    return out.astype(w.dtype)
+
+
+# --------------------------------------------------------------------------------------
+# The MSE of any scalar quantizer on a unit-variance density
+# --------------------------------------------------------------------------------------
+
+
+def _check_levels(levels):
+    y = as_float_array(levels, "levels", allow_empty=False, allow_0d=False).astype(np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"levels must be 1-d, got shape {y.shape}")
+    if (np.diff(y) <= 0).any():
+        raise ValueError("levels must be strictly increasing")
+    return y
+
+
+def decision_thresholds(levels, *, rule="nearest"):
+    r"""The interior decision thresholds of a scalar quantizer with the given levels.
+
+    ``rule="nearest"``: midpoints :math:`t_i = (y_i + y_{i+1})/2`, the nearest-neighbour
+    condition of Max (1960) and Lloyd (1982), and INQ's Eq. (4) for powers of two.
+    ``rule="log"``: rounding in the log domain (Miyashita et al. 2016): the geometric mean
+    :math:`\operatorname{sgn}(y_i) \sqrt{y_i y_{i+1}}` between two levels of the same sign,
+    :math:`c / \sqrt 2` between 0 and a level :math:`c`, and 0 between levels of opposite signs
+    (the ``rule="log"`` of :func:`power_of_two_quantize`).
+
+    Parameters
+    ----------
+    levels : array_like of float, shape (n,), strictly increasing
+    rule : {"nearest", "log"}
+
+    Returns
+    -------
+    ndarray of float64, shape (n - 1,), non-decreasing
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``levels`` is not floating point, empty, not 1-d or not strictly increasing, or
+        ``rule`` is unknown.
+
+    References
+    ----------
+    Max (1960); Zhou et al. (2017), Eq. (4); Miyashita et al. (2016), Eqs. (3)-(5).
+
+    Examples
+    --------
+    >>> decision_thresholds([0.0, 0.25, 0.5, 1.0])
+    array([0.125, 0.375, 0.75 ])
+    >>> decision_thresholds([0.0, 0.25, 0.5, 1.0], rule="log").round(4)
+    array([0.1768, 0.3536, 0.7071])
+    """
+    y = _check_levels(levels)
+    check_choice(rule, "rule", ("nearest", "log"))
+    lo, hi = y[:-1], y[1:]
+    if rule == "nearest":
+        return 0.5 * (lo + hi)
+    same = lo * hi > 0
+    geo = np.sign(hi) * np.sqrt(np.where(same, lo * hi, 1.0))
+    return np.where(same, geo, np.where(lo == 0, hi / _SQRT2, np.where(hi == 0, lo / _SQRT2, 0.0)))
+
+
+def quantizer_mse(levels, *, thresholds="nearest", density="gaussian"):
+    r"""Mean squared error of a scalar quantizer with given levels on a unit-variance density.
+
+    .. math::
+
+        D = \sum_{i=1}^{n} \int_{t_{i-1}}^{t_i} (x - y_i)^2 f(x)\,dx
+          = \sum_i \big(M_{2,i} - 2 y_i M_{1,i} + y_i^2 P_i\big),
+
+    with :math:`t_0 = -\infty`, :math:`t_n = \infty` and the closed-form cell moments of
+    :func:`lloyd_max` (no quadrature). Lets any level set -- uniform, Lloyd-Max, powers of two
+    -- be compared on the same footing as in Max (1960).
+
+    Parameters
+    ----------
+    levels : array_like of float, shape (n,), strictly increasing
+        The reconstruction values :math:`y_i`.
+    thresholds : "nearest", "log" or array_like of float, shape (n - 1,)
+        A rule of :func:`decision_thresholds` (midpoints, or rounding in the log domain), or
+        the interior thresholds themselves, non-decreasing.
+    density : {"gaussian", "laplace", "uniform"}
+        As in :func:`lloyd_max`.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        If ``levels`` or ``thresholds`` is not floating point.
+    ValueError
+        If ``levels`` is empty, not 1-d or not strictly increasing, the thresholds have the
+        wrong shape or decrease, or an option is unknown.
+
+    References
+    ----------
+    Max (1960), IRE Trans. Inf. Theory 6(1), Eq. (1); Miyashita et al. (2016) for the
+    log-domain thresholds.
+
+    Examples
+    --------
+    >>> round(quantizer_mse(lloyd_max(2).levels), 4)          # Max's 0.1175
+    0.1175
+    >>> lv = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    >>> quantizer_mse(lv) < quantizer_mse(lv, thresholds="log")   # nearest is optimal for given levels
+    True
+    """
+    y = _check_levels(levels)
+    check_choice(density, "density", DENSITIES)
+    if isinstance(thresholds, str):
+        check_choice(thresholds, "thresholds", ("nearest", "log"))
+        t = decision_thresholds(y, rule=thresholds)
+    else:
+        t = as_float_array(thresholds, "thresholds").astype(np.float64).ravel()
+        if t.size != y.size - 1:
+            raise ValueError(f"thresholds must hold len(levels) - 1 = {y.size - 1} values, got {t.size}")
+        if (np.diff(t) < 0).any():
+            raise ValueError("thresholds must be non-decreasing")
+    a = np.concatenate(([-np.inf], t))
+    b = np.concatenate((t, [np.inf]))
+    p, m1, m2 = _cell_moments(a, b, density)
+    return max(float(np.sum(m2 - 2.0 * y * m1 + y * y * p)), 0.0)
+
+
+# --------------------------------------------------------------------------------------
+# The optimal *uniform* quantizer of a density (the baseline Lloyd-Max is compared with)
+# --------------------------------------------------------------------------------------
+
+
+def _uniform_mse(step, n, density):
+    """MSE of the symmetric uniform quantizer with n levels (i - (n-1)/2) * step, nearest level."""
+    levels = (np.arange(n) - 0.5 * (n - 1)) * step
+    t = _thresholds(levels)
+    a = np.concatenate(([-np.inf], t))
+    b = np.concatenate((t, [np.inf]))
+    p, m1, m2 = _cell_moments(a, b, density)
+    # each cell's term is an integral of a square, >= 0; clamp the rounding error of the far tails
+    return float(np.sum(np.maximum(m2 - 2.0 * levels * m1 + levels**2 * p, 0.0)))
+
+
+@functools.lru_cache(maxsize=None)
+def _optimal_uniform_step(n, density):
+    """(step, mse) of the MSE-optimal n-level uniform quantizer of a unit-variance density.
+
+    The one search used by :func:`optimal_uniform` and :func:`qref.allocation.optimal_uniform_step`.
+    """
+    from ._optimize import golden_section_min
+
+    if density == "uniform":  # the n cells tile [-sqrt 3, sqrt 3] exactly: D = step^2 / 12
+        step = 2.0 * _SQRT3 / n
+        return step, _uniform_mse(step, n, density)
+    # the optimal half-range n*step/2 lies within [0.3, 16] standard deviations for n <= 4096
+    # (the Laplace's heavier tail pushes it past 8 at 12 bits); a coarse grid finds the basin,
+    # golden-section search refines it
+    half = np.geomspace(0.3, 16.0, 120)
+    vals = np.array([_uniform_mse(2.0 * h / n, n, density) for h in half])
+    j = int(np.argmin(vals))
+    lo, hi = half[max(j - 1, 0)], half[min(j + 1, half.size - 1)]
+    h = golden_section_min(lambda s: _uniform_mse(2.0 * s / n, n, density), float(lo), float(hi), tol=1e-12)
+    step = 2.0 * h / n
+    return step, _uniform_mse(step, n, density)
+
+
+def optimal_uniform(bits=None, *, n_levels=None, density="gaussian"):
+    r"""The best *uniform* quantizer of a unit-variance density: the step that minimizes the MSE.
+
+    The levels are :math:`y_i = (i - \tfrac{n - 1}{2})\,\Delta`, :math:`i = 0, \dots, n - 1`
+    (symmetric, mid-rise for even :math:`n`), the thresholds their midpoints, the outer cells
+    unbounded (values beyond the last level are clipped to it). The distortion
+
+    .. math::
+
+        D(\Delta) = \sum_{i} \int_{t_{i-1}}^{t_i} (x - y_i)^2 f(x)\,dx
+
+    is computed from the same closed-form cell moments as :func:`lloyd_max` and minimized over
+    :math:`\Delta` by a coarse grid and golden-section search. This is the "optimum uniform quantizer" of Max
+    (1960, Table II): it trades rounding error inside the range against clipping error
+    outside it, the same trade-off ACIQ makes.
+
+    Parameters
+    ----------
+    bits : int in [1, 12], optional
+        ``n = 2**bits`` levels. Give ``bits`` or ``n_levels``, not both.
+    n_levels : int >= 1, optional
+    density : {"gaussian", "laplace", "uniform"}
+        As in :func:`lloyd_max`.
+
+    Returns
+    -------
+    LloydMax
+        ``(levels, thresholds, mse)``; the step is ``levels[1] - levels[0]`` (for ``n >= 2``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`lloyd_max`.
+
+    References
+    ----------
+    Max (1960), "Quantizing for minimum distortion", IRE Trans. Inf. Theory 6(1), Table II.
+
+    Examples
+    --------
+    >>> r = optimal_uniform(2)                     # Max (1960), Table II, n = 4
+    >>> round(float(r.levels[1] - r.levels[0]), 4), round(r.mse, 4)
+    (0.9957, 0.1188)
+    """
+    n = _n_levels(bits, n_levels)
+    check_choice(density, "density", DENSITIES)
+    if n == 1:
+        return LloydMax(np.zeros(1), np.zeros(0), 1.0)
+    step, mse = _optimal_uniform_step(n, density)
+    levels = (np.arange(n) - 0.5 * (n - 1)) * step
+    return LloydMax(levels, _thresholds(levels), mse)
+
+
+# --------------------------------------------------------------------------------------
+# Logarithmic quantization (Miyashita, Lee and Murmann 2016)
+# --------------------------------------------------------------------------------------
+
+#: the bases of :func:`log_quantize`: 2 (one level per octave) and sqrt 2 (two per octave)
+LOG_BASES = ("2", "sqrt2")
+_LOG_STEPS = {"2": 1, "sqrt2": 2}  # exponent steps per octave
+
+
+def _check_fsr(fsr):
+    v = check_int(fsr, "fsr")
+    if not -256 <= v <= 256:
+        raise ValueError(f"fsr must be an integer in [-256, 256], got {v}")
+    return v
+
+
+def _pow_base(e, k):
+    """base**e for integer exponents e (array), base = 2**(1/k), k in {1, 2}: exact powers of two
+    (k = 1) or a power of two times sqrt 2 (k = 2, odd e), rounded once."""
+    e = np.asarray(e, dtype=np.int64)
+    if k == 1:
+        return np.ldexp(1.0, e)
+    q, odd = np.divmod(e, 2)
+    return np.ldexp(np.where(odd == 1, _SQRT2, 1.0), q)
+
+
+def log_levels(bits, *, fsr, base="2", signed=True):
+    r"""The level set of :func:`log_quantize`: zero and :math:`\pm\,\text{base}^{e}` for the representable exponents.
+
+    The exponents are :math:`e = \text{FSR} - 2^{b} + 1, \dots, \text{FSR} - 1`
+    (:math:`2^b - 1` of them, the :math:`2^b`-th code being zero), see :func:`log_quantize`.
+
+    Parameters
+    ----------
+    bits : int in [1, 8]
+        The bit width of the exponent code (the sign, if any, is an extra bit).
+    fsr : int in [-256, 256]
+        The full-scale range: the largest level is :math:`\text{base}^{\text{FSR} - 1}`.
+    base : {"2", "sqrt2"}
+    signed : bool
+        Include the negative levels.
+
+    Returns
+    -------
+    ndarray of float64, increasing, shape (2**bits,) or (2 * 2**bits - 1,) if signed
+
+    Raises
+    ------
+    TypeError, ValueError
+        For an out-of-range or non-integer ``bits``/``fsr``, or an unknown ``base``.
+
+    References
+    ----------
+    Miyashita, Lee and Murmann (2016), arXiv:1603.01025, Eqs. (3)-(5).
+
+    Examples
+    --------
+    >>> log_levels(2, fsr=0, signed=False)        # 2^-3, 2^-2, 2^-1 and zero
+    array([0.   , 0.125, 0.25 , 0.5  ])
+    """
+    b = check_bits(bits, "bits", low=1, high=8)
+    fsr = _check_fsr(fsr)
+    check_choice(base, "base", LOG_BASES)
+    signed = check_bool(signed, "signed")
+    mags = _pow_base(np.arange(fsr - 2**b + 1, fsr), _LOG_STEPS[base])
+    return np.concatenate([-mags[::-1], [0.0], mags]) if signed else np.concatenate([[0.0], mags])
+
+
+def log_quantize(x, *, bits, fsr, base="2", signed=True, underflow="zero"):
+    r"""Logarithmic quantization, LogQuant of Miyashita, Lee and Murmann (2016): round :math:`\log_2|x|`.
+
+    .. math::
+
+        \operatorname{LogQuant}(x, b, \text{FSR}) =
+            \begin{cases} 0 & x = 0, \\ \operatorname{sgn}(x)\, 2^{\tilde x} & \text{otherwise,}
+            \end{cases}
+        \qquad
+        \tilde x = \operatorname{Clip}\big(\operatorname{Round}(\log_2 |x|),\
+            \text{FSR} - 2^{b},\ \text{FSR}\big),
+
+    .. math::
+
+        \operatorname{Clip}(x, \min, \max) = \begin{cases}
+            0 & x \le \min, \\ \max - 1 & x \ge \max, \\ x & \text{otherwise,} \end{cases}
+
+    Eqs. (3)-(5) of Miyashita et al. (2016), with the sign added for weights. The exponent
+    takes the :math:`2^b - 1` values :math:`\text{FSR} - 2^b + 1, \dots, \text{FSR} - 1`; the
+    remaining code is zero. **Reading of Eq. (5):** its first branch, read literally, would
+    give :math:`2^0 = 1` for the smallest inputs; we read it as *underflow to zero*
+    (``underflow="zero"``, the code left for zero), while ``underflow="clip"`` clamps to the
+    smallest exponent instead (what many re-implementations do).
+
+    ``Round`` is to the nearest integer **in the log domain**, so the threshold between
+    :math:`2^k` and :math:`2^{k+1}` is their geometric mean :math:`2^{k + 1/2}`, not INQ's
+    linear midpoint :math:`1.5 \cdot 2^k` (:func:`power_of_two_quantize`).
+
+    With ``base="sqrt2"`` the exponent counts half-octaves: :math:`\tilde x =
+    \operatorname{Clip}(\operatorname{Round}(2 \log_2 |x|), \dots)` and the value is
+    :math:`\sqrt2^{\,\tilde x}` (FSR in the same half-octave units), the finer base the paper
+    also evaluates; a product with :math:`\sqrt2^{\,2m+1}` is a shift plus one constant
+    multiplication by :math:`\sqrt 2`.
+
+    Parameters
+    ----------
+    x : array_like of float, any shape
+        Not modified.
+    bits : int in [1, 8]
+        :math:`b`, the bit width of the exponent code (a sign is an extra bit).
+    fsr : int in [-256, 256]
+        The full-scale range :math:`\text{FSR}`; the largest magnitude is
+        :math:`\text{base}^{\text{FSR} - 1}`. A per-layer hyperparameter in the paper; a
+        natural choice is ``Round(log_base max|x|) + 1``.
+    base : {"2", "sqrt2"}
+    signed : bool
+        ``True`` for weights (sign kept); ``False`` for non-negative activations (ReLU
+        outputs), where a negative ``x`` raises.
+    underflow : {"zero", "clip"}
+        What exponents :math:`\le \text{FSR} - 2^b` become (see above).
+
+    Returns
+    -------
+    ndarray, shape and dtype of ``x``
+        Every entry is in ``log_levels(bits, fsr=fsr, base=base, signed=signed)`` (rounded
+        to the dtype of ``x``).
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not floating point or an option has the wrong type.
+    ValueError
+        If ``x`` holds NaN or infinity (or negatives with ``signed=False``), or an option is
+        out of range.
+
+    References
+    ----------
+    Miyashita, Lee and Murmann (2016), "Convolutional neural networks using logarithmic data
+    representation", arXiv:1603.01025, Eqs. (3)-(5).
+
+    Examples
+    --------
+    >>> x = np.array([0.9, 0.7, 0.3, 0.1, 0.02, 0.0, -0.4])
+    >>> log_quantize(x, bits=2, fsr=0)        # exponents -3..-1; 2^-1.5 = 0.354 splits 0.25 / 0.5
+    array([ 0.5  ,  0.5  ,  0.25 ,  0.125,  0.   ,  0.   , -0.5  ])
+    >>> log_quantize(x, bits=2, fsr=0, underflow="clip")[4]
+    np.float64(0.125)
+    """
+    x = as_float_array(x, "x")
+    b = check_bits(bits, "bits", low=1, high=8)
+    fsr = _check_fsr(fsr)
+    check_choice(base, "base", LOG_BASES)
+    signed = check_bool(signed, "signed")
+    check_choice(underflow, "underflow", ("zero", "clip"))
+    xf = x.astype(np.float64)
+    if not signed and x.size and (xf < 0).any():
+        raise ValueError(f"x must be non-negative with signed=False (activations), got min {xf.min()!r}")
+    k = _LOG_STEPS[base]
+    a = np.abs(xf)
+    with np.errstate(divide="ignore"):
+        e = np.rint(k * np.log2(np.where(a > 0, a, 1.0))).astype(np.int64)  # Round(log_base |x|)
+    lo = fsr - 2**b  # Clip's "min": exponents <= lo underflow
+    under = e <= lo
+    e = np.minimum(np.maximum(e, lo + 1), fsr - 1)  # "max - 1" for e >= max
+    mag = _pow_base(e, k)
+    zero = (a == 0) | (under if underflow == "zero" else False)
+    return np.where(zero, 0.0, np.copysign(mag, xf)).astype(x.dtype)
+
+
+# --------------------------------------------------------------------------------------
+# ShiftCNN: weights as sums of N powers of two (Gudovskiy and Rigazio 2017)
+# --------------------------------------------------------------------------------------
+
+
+def shiftcnn_codebook(bits, n=1):
+    r"""ShiftCNN's codebook :math:`\mathcal C_n` for the :math:`n`-th term, sorted.
+
+    .. math::
+
+        \mathcal C_n = \{0,\ \pm 2^{-n+1},\ \pm 2^{-n},\ \dots,\ \pm 2^{-n - \lfloor M/2 \rfloor + 2}\},
+        \qquad M = 2^B - 1,
+
+    the codebook of Gudovskiy and Rigazio (2017): :math:`M` codewords indexed by
+    :math:`B` bits (one code unused), for weights normalized to :math:`[-1, 1]`. The
+    :math:`n`-th codebook is the first one shifted down by :math:`n - 1` octaves, because the
+    residual left after :math:`n - 1` greedy terms is at most :math:`2^{-n+1}` (it agrees with
+    the quantization script the authors released).
+
+    Parameters
+    ----------
+    bits : int in [2, 8]
+        :math:`B`.
+    n : int in [1, 16]
+        The term :math:`n` (1-based).
+
+    Returns
+    -------
+    ndarray of float64, shape (2**bits - 1,), increasing
+
+    Raises
+    ------
+    TypeError, ValueError
+        For non-integer or out-of-range ``bits`` or ``n``.
+
+    References
+    ----------
+    Gudovskiy and Rigazio (2017), "ShiftCNN: generalized low-precision architecture for
+    inference of convolutional neural networks", arXiv:1706.02393 (the codebook
+    definition).
+
+    Examples
+    --------
+    >>> shiftcnn_codebook(3, 1)
+    array([-1.  , -0.5 , -0.25,  0.  ,  0.25,  0.5 ,  1.  ])
+    >>> shiftcnn_codebook(3, 2)[4:]
+    array([0.125, 0.25 , 0.5  ])
+    """
+    B = check_bits(bits, "bits", low=2, high=8)
+    n = check_int(n, "n", low=1)
+    if n > 16:
+        raise ValueError(f"n must be an integer in [1, 16], got {n}")
+    half = 2 ** (B - 1) - 1  # floor(M / 2)
+    mags = np.ldexp(1.0, np.arange(-n - half + 2, -n + 2))  # increasing
+    return np.concatenate([-mags[::-1], [0.0], mags])
+
+
+def _check_n_shifts(n_shifts):
+    n = check_int(n_shifts, "n_shifts", low=1)
+    if n > 16:
+        raise ValueError(f"n_shifts must be an integer in [1, 16], got {n}")
+    return n
+
+
+def shiftcnn_encode(w, *, bits, n_shifts, scale=None):
+    r"""ShiftCNN's greedy encoding of weights as sums of ``n_shifts`` signed powers of two.
+
+    The weights are normalized by the layer's largest magnitude, :math:`r_0 = w / s`, and each
+    term takes the codeword nearest to what is left (Gudovskiy and Rigazio 2017, the
+    quantization algorithm):
+
+    .. math::
+
+        q_n = \arg\min_{c \in \mathcal C_n} |r_{n-1} - c|, \qquad r_n = r_{n-1} - q_n,
+        \qquad \hat w = s \sum_{n=1}^{N} q_n .
+
+    Because :math:`0 \in \mathcal C_n`, :math:`|r_n| \le |r_{n-1}|` for every weight: each
+    term can only reduce the error. The nearest codeword uses linear midpoints (as INQ's
+    rule: :math:`\tfrac32 2^k` between :math:`2^k` and :math:`2^{k+1}`, half the smallest
+    codeword between it and zero; ties go to the larger magnitude). *Note:* the authors'
+    released script sends a residual to zero below :math:`\tfrac34` of the smallest codeword
+    rather than :math:`\tfrac12`; the two agree everywhere else.
+
+    Parameters
+    ----------
+    w : array_like of float, any shape
+        Not modified.
+    bits : int in [2, 8]
+        :math:`B`, bits per term.
+    n_shifts : int in [1, 16]
+        :math:`N`, the number of terms (shifts and adds per product).
+    scale : float > 0, optional
+        :math:`s`; default ``max|w|`` (1.0 if ``w`` is all zero or empty).
+
+    Returns
+    -------
+    indices : ndarray of uint8, shape ``(n_shifts,) + w.shape``
+        ``indices[n - 1]`` indexes ``shiftcnn_codebook(bits, n)``.
+    scale : float
+        :math:`s`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For non-floating or non-finite ``w`` or bad options.
+
+    References
+    ----------
+    Gudovskiy and Rigazio (2017), arXiv:1706.02393.
+
+    Examples
+    --------
+    >>> idx, s = shiftcnn_encode(np.array([0.7, -1.0]), bits=4, n_shifts=2)
+    >>> [shiftcnn_codebook(4, n + 1)[idx[n]].tolist() for n in range(2)]   # 0.7 = 0.5 + 0.25 - 0.05
+    [[0.5, -1.0], [0.25, 0.0]]
+    """
+    w = as_float_array(w, "w")
+    B = check_bits(bits, "bits", low=2, high=8)
+    N = _check_n_shifts(n_shifts)
+    if scale is None:
+        s = float(np.max(np.abs(w))) if w.size else 0.0
+        s = s if s > 0 else 1.0
+    else:
+        s = float(check_positive(scale, "scale"))
+    r = w.astype(np.float64) / s
+    center = 2 ** (B - 1) - 1  # index of 0 in each codebook
+    indices = np.empty((N,) + w.shape, dtype=np.uint8)
+    for n in range(1, N + 1):
+        cb = shiftcnn_codebook(B, n)
+        mags = cb[center:]  # [0, smallest, ..., largest]
+        j = np.searchsorted(0.5 * (mags[1:] + mags[:-1]), np.abs(r), side="right")  # ties go up
+        indices[n - 1] = np.where(r < 0, center - j, center + j)
+        r = r - np.copysign(mags[j], r)
+    return indices, s
+
+
+def shiftcnn_decode(indices, *, bits, scale, dtype=np.float32):
+    r"""Weights from ShiftCNN codes: :math:`\hat w = s \sum_{n=1}^{N} \mathcal C_n[\text{idx}_n]`.
+
+    The sum of a few powers of two is exact in float64; one rounding to ``dtype`` at the end.
+
+    Parameters
+    ----------
+    indices : array_like of int, shape ``(N,) + shape``
+        From :func:`shiftcnn_encode`.
+    bits : int in [2, 8]
+    scale : float > 0
+    dtype : floating dtype
+
+    Returns
+    -------
+    ndarray of ``dtype``, shape ``indices.shape[1:]``
+
+    Raises
+    ------
+    TypeError
+        If ``indices`` is not integer or ``dtype`` not floating.
+    ValueError
+        If ``indices`` is 0-d, has more than 16 terms, or holds an index outside the codebook.
+
+    References
+    ----------
+    Gudovskiy and Rigazio (2017), arXiv:1706.02393.
+
+    Examples
+    --------
+    >>> idx, s = shiftcnn_encode(np.array([0.7, -1.0]), bits=4, n_shifts=2)
+    >>> shiftcnn_decode(idx, bits=4, scale=s)
+    array([ 0.75, -1.  ], dtype=float32)
+    """
+    idx = as_int_array(indices, "indices")
+    B = check_bits(bits, "bits", low=2, high=8)
+    s = float(check_positive(scale, "scale"))
+    dtype = check_float_dtype(dtype)
+    if idx.ndim == 0:
+        raise ValueError("indices must have shape (n_shifts, ...), got a 0-d array")
+    _check_n_shifts(idx.shape[0])
+    M = 2**B - 1
+    if idx.size and (idx.min() < 0 or idx.max() >= M):
+        raise ValueError(f"indices must be in [0, {M - 1}] for bits={B}, got values in "
+                         f"[{int(idx.min())}, {int(idx.max())}]")
+    total = np.zeros(idx.shape[1:], dtype=np.float64)
+    for n in range(1, idx.shape[0] + 1):
+        total += shiftcnn_codebook(B, n)[idx[n - 1]]
+    return (s * total).astype(dtype)
+
+
+def shiftcnn_quantize(w, *, bits, n_shifts, scale=None):
+    r"""ShiftCNN approximation of ``w``: :func:`shiftcnn_decode` of :func:`shiftcnn_encode`.
+
+    Parameters
+    ----------
+    w : array_like of float, any shape
+    bits, n_shifts, scale
+        As in :func:`shiftcnn_encode`.
+
+    Returns
+    -------
+    ndarray, shape and dtype of ``w``
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`shiftcnn_encode`.
+
+    References
+    ----------
+    Gudovskiy and Rigazio (2017), arXiv:1706.02393.
+
+    Examples
+    --------
+    >>> shiftcnn_quantize(np.array([0.7, 0.3, -0.1, 1.0]), bits=3, n_shifts=2)
+    array([ 0.75 ,  0.25 , -0.125,  1.   ])
+    """
+    w = as_float_array(w, "w")
+    idx, s = shiftcnn_encode(w, bits=bits, n_shifts=n_shifts, scale=scale)
+    return shiftcnn_decode(idx, bits=bits, scale=s, dtype=w.dtype)
+
+
+# --------------------------------------------------------------------------------------
+# HWGQ: the half-wave Gaussian quantizer of ReLU activations (Cai et al. 2017)
+# --------------------------------------------------------------------------------------
+
+
+def _hwgq_parts(levels):
+    """Thresholds [0, midpoints of the positive levels] and MSE of the HWGQ with these levels."""
+    q = levels[1:]  # the m positive levels
+    t = np.concatenate(([0.0], 0.5 * (q[1:] + q[:-1])))
+    hi = np.concatenate((t[1:], [np.inf]))
+    t0a, t1a, t2a = _tails_gaussian(t)
+    t0b, t1b, t2b = _tails_gaussian(hi)
+    p, m1, m2 = t0a - t0b, t1a - t1b, t2a - t2b  # N(0, 1) moments of the cells (t_i, t_{i+1}]
+    return t, p, m1, m2, float(np.sum(m2 - 2.0 * q * m1 + q * q * p))
+
+
+def _hwgq_uniform_mse(step, m):
+    return _hwgq_parts(np.arange(m + 1) * step)[-1]
+
+
+@functools.lru_cache(maxsize=64)
+def _hwgq_table(bits, uniform, tol, max_iter):
+    """Levels, thresholds and MSE of the HWGQ (pure function of its arguments, memoized)."""
+    from ._optimize import golden_section_min
+
+    m = 2**bits - 1
+    step = golden_section_min(lambda d: _hwgq_uniform_mse(d, m), 1e-9, 8.0 / m + 1.0, tol=1e-13)
+    levels = np.arange(m + 1) * step
+    if not uniform:  # Lloyd's iteration on the positive half, started from the uniform optimum
+        for _ in range(max_iter):
+            _t, p, m1, _m2, _ = _hwgq_parts(levels)
+            new = np.concatenate(([0.0], np.where(p > 0, m1 / np.where(p > 0, p, 1.0), levels[1:])))
+            moved = float(np.max(np.abs(new - levels)))
+            levels = new
+            if moved <= tol:
+                break
+        else:
+            warnings.warn(f"hwgq_levels did not converge in max_iter={max_iter} iterations",
+                          RuntimeWarning, stacklevel=3)
+    t, *_, mse = _hwgq_parts(levels)
+    return tuple(levels.tolist()), tuple(t.tolist()), max(mse, 0.0)
+
+
+def hwgq_levels(bits, *, uniform=True, tol=1e-12, max_iter=100_000):
+    r"""HWGQ levels and thresholds: the MSE-optimal quantizer of ReLU(:math:`\mathcal N(0, 1)`).
+
+    The half-wave Gaussian quantizer of Cai et al. (2017) approximates
+    :math:`g(x) = \max(x, 0)` for batch-normalized pre-activations :math:`x \sim \mathcal N(0, 1)`:
+
+    .. math::
+
+        Q(x) = \begin{cases} q_i & x \in (t_i, t_{i+1}], \\ 0 & x \le 0, \end{cases}
+        \qquad
+        Q^* = \arg\min_Q \mathbb E_x\big[(Q(x) - g(x))^2\big],
+
+    with :math:`m = 2^b - 1` positive levels :math:`q_1 < \dots < q_m`, :math:`t_1 = 0`,
+    :math:`t_{m+1} = \infty` (so all :math:`2^b` codes are used: zero and the :math:`m`
+    levels). Negative inputs cost nothing (:math:`Q = g = 0`), so the optimum is Lloyd's
+    quantizer of the positive half of the Gaussian with the first threshold pinned at 0:
+    :math:`t_i = (q_{i-1} + q_i)/2` for :math:`i \ge 2` and :math:`q_i = \mathbb E[x \mid t_i
+    < x \le t_{i+1}]`, from the closed-form Gaussian cell moments of :func:`lloyd_max`.
+
+    ``uniform=True`` gives the **uniform HWGQ** instead, :math:`q_i = i\,\Delta`, with the step
+    :math:`\Delta` minimizing the same MSE (golden-section search); its products with binary
+    weights reduce to integer arithmetic. Steps: 0.7979 (1 bit, :math:`=\sqrt{2/\pi}`),
+    0.5388 (2 bits), 0.3217 (3 bits), 0.1842 (4 bits); the HWGQ authors' later code uses
+    0.799, 0.538, 0.3217, 0.185.
+
+    Parameters
+    ----------
+    bits : int in [1, 8]
+        :math:`b`; :math:`2^b - 1` positive levels.
+    uniform : bool
+        Uniform (default) or non-uniform (Lloyd) levels.
+    tol : float > 0
+        Lloyd's stopping tolerance on the level updates (non-uniform only).
+    max_iter : int >= 1
+        Lloyd's iteration cap (a :class:`RuntimeWarning` if reached).
+
+    Returns
+    -------
+    LloydMax
+        ``levels`` shape (2**bits,): ``[0, q_1, ..., q_m]``; ``thresholds`` shape
+        (2**bits - 1,): ``[t_1 = 0, t_2, ..., t_m]``; ``mse``
+        :math:`= \mathbb E[(Q(x) - \max(x, 0))^2]` for :math:`x \sim \mathcal N(0, 1)`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For bad ``bits``, ``uniform``, ``tol`` or ``max_iter``.
+
+    References
+    ----------
+    Cai, He, Sun and Vasconcelos (2017), "Deep learning with low precision by half-wave
+    Gaussian quantization", CVPR (the forward approximation).
+
+    Examples
+    --------
+    >>> r = hwgq_levels(2)                        # uniform 2-bit HWGQ
+    >>> r.levels.round(4), r.thresholds.round(4)
+    (array([0.    , 0.5388, 1.0776, 1.6164]), array([0.    , 0.8082, 1.347 ]))
+    >>> hwgq_levels(2, uniform=False).levels.round(4)     # Lloyd: denser near 0
+    array([0.    , 0.3177, 1.0001, 1.8936])
+    """
+    b = check_bits(bits, "bits", low=1, high=8)
+    uniform = check_bool(uniform, "uniform")
+    tol = float(check_positive(tol, "tol"))
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    levels, t, mse = _hwgq_table(b, uniform, tol, max_iter)
+    return LloydMax(np.array(levels), np.array(t), mse)
+
+
+def hwgq_quantize(x, *, bits, uniform=True, scale=1.0):
+    r"""Apply the half-wave Gaussian quantizer to pre-activations :math:`x` (the forward pass of HWGQ).
+
+    .. math::
+
+        Q(x) = \begin{cases} \sigma q_i & x \in (\sigma t_i, \sigma t_{i+1}], \\
+               0 & x \le 0, \end{cases}
+
+    with the levels and thresholds of :func:`hwgq_levels` (Cai et al. 2017) scaled
+    by :math:`\sigma` = ``scale`` (the standard deviation of :math:`x`; 1 after batch
+    normalization). It replaces :math:`\max(x, 0)`: the output is a quantized ReLU. Every
+    positive input maps to a positive level (the first threshold is 0), as in the paper's
+    definition. For training, the paper pairs it with a backward approximation (vanilla,
+    clipped or log-tailed ReLU); this function is the forward only.
+
+    Parameters
+    ----------
+    x : array_like of float, any shape
+        Pre-activations (before the ReLU). Not modified.
+    bits : int in [1, 8]
+    uniform : bool
+        As in :func:`hwgq_levels`.
+    scale : float > 0
+        :math:`\sigma`.
+
+    Returns
+    -------
+    ndarray, shape and dtype of ``x``
+        Values in ``scale * hwgq_levels(bits, uniform=uniform).levels``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a non-floating or non-finite ``x`` or bad options.
+
+    References
+    ----------
+    Cai et al. (2017), CVPR (the forward approximation).
+
+    Examples
+    --------
+    >>> hwgq_quantize(np.array([-1.0, 0.0, 0.01, 0.9, 1.5, 9.0]), bits=2).round(4)
+    array([0.    , 0.    , 0.5388, 1.0776, 1.6164, 1.6164])
+    """
+    x = as_float_array(x, "x")
+    s = float(check_positive(scale, "scale"))
+    r = hwgq_levels(bits, uniform=uniform)
+    i = np.searchsorted(r.thresholds * s, x.astype(np.float64), side="left")  # t_{i-1} < x <= t_i
+    return (s * r.levels[i]).astype(x.dtype)
