@@ -9,6 +9,7 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.nonuniform` Lloyd–Max, INQ powers of two, LogQuant, ShiftCNN, HWGQ
 - :mod:`qref.vq`        k-means weight sharing, exact optimal 1-D k-means, product quantization
 - :mod:`qref.binary`    binary and ternary weights: BinaryConnect, BWN/XNOR-Net, ABC-Net, TWN, TTQ, FGQ
+- :mod:`qref.bnn`       binary and ternary training: BinaryConnect, BNN/QNN, shift-based BN, BWN/XNOR-Net, TWN, TTQ, HWGQ
 - :mod:`qref.bitops`    bit packing and exact XNOR-popcount matrix products
 - :mod:`qref.theory`    why quantization works: angle preservation, dot-product proportionality
 - :mod:`qref.calibration` clipping ranges: min–max, percentile, MSE search, KL (TensorRT), ACIQ, SAWB
@@ -24,11 +25,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import allocation, binary, bitops, calibration, codebook, data, formats, intarith, metrics, nn, nonuniform, rounding, theory, uniform, vq
+from . import allocation, binary, bitops, bnn, calibration, codebook, data, formats, intarith, metrics, nn, nonuniform, rounding, theory, uniform, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "allocation", "binary", "bitops", "calibration", "codebook", "data", "formats", "intarith", "metrics", "nn", "nonuniform", "rounding", "theory", "uniform", "vq",
+    "allocation", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "intarith", "metrics", "nn", "nonuniform", "rounding", "theory", "uniform", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]
