@@ -1,0 +1,463 @@
+r"""Incremental Network Quantization (INQ): weights become powers of two, one group at a time.
+
+INQ (Zhou et al. 2017) turns a trained full-precision network into one whose weights are
+all zero or signed powers of two, :math:`\mathcal P_l = \{\pm 2^{n_1}, \dots, \pm 2^{n_2}, 0\}`
+(their Eq. (1)), without the accuracy drop of quantizing everything at once. It repeats
+three operations (Sec. 2.2) until no full-precision weight is left:
+
+1. **weight partition**: split each layer's remaining full-precision weights into a group
+   to quantize now and a group to re-train. The paper's "pruning-inspired" rule quantizes
+   the *largest* magnitudes first (they matter most, as in magnitude pruning, Han et al.
+   2015); a random split is the comparison the paper makes;
+2. **group-wise quantization**: round the first group to :math:`\mathcal P_l` with the
+   nearest-level rule of Eq. (4) (:func:`qref.nonuniform.power_of_two_quantize`), where
+   :math:`n_1, n_2` come from the *pre-trained* layer (Eqs. (2)-(3),
+   :func:`qref.nonuniform.inq_exponent_range`) and stay fixed;
+3. **re-training**: train the network with the quantized weights **frozen** (a binary mask
+   :math:`T_l` zeroes their updates, the masked update rule of Sec. 2.3; here
+   :attr:`qref.nn.Parameter.frozen`), so the free weights compensate for the error.
+
+The accumulated portion of quantized weights grows along a schedule; the paper uses
+:data:`PAPER_PORTIONS` = 50%, 75%, 87.5%, 100%. Biases stay in full precision (INQ quantizes
+the weights of convolutional and fully connected layers).
+
+The pure array functions (:func:`check_portions`, :func:`frozen_counts`,
+:func:`inq_partition`, :func:`inq_step`) need nothing but numpy;
+:func:`incremental_quantization` runs the whole loop on a :mod:`qref.nn` model.
+
+References
+----------
+Zhou, A., Yao, A., Guo, Y., Xu, L., Chen, Y. (2017). Incremental Network Quantization:
+Towards Lossless CNNs with Low-Precision Weights. ICLR 2017. arXiv:1702.03044.
+
+Han, S., Pool, J., Tran, J., Dally, W. J. (2015). Learning both Weights and Connections for
+Efficient Neural Networks. NeurIPS 2015. arXiv:1506.02626.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from ._validation import (
+    as_float_array, check_bits, check_choice, check_fraction, check_int, check_positive, check_rng,
+)
+from .nonuniform import inq_exponent_range, power_of_two_quantize
+
+__all__ = [
+    "PARTITIONS",
+    "PAPER_PORTIONS",
+    "check_portions",
+    "frozen_counts",
+    "inq_partition",
+    "inq_step",
+    "weight_layers",
+    "INQStep",
+    "INQResult",
+    "incremental_quantization",
+]
+
+#: The partition rules: the paper's "pruning-inspired" one (largest magnitudes first) and random.
+PARTITIONS = ("magnitude", "random")
+#: The accumulated portions of quantized weights used in the paper's experiments (Sec. 3).
+PAPER_PORTIONS = (0.5, 0.75, 0.875, 1.0)
+
+
+def check_portions(portions):
+    """Check an INQ schedule of accumulated portions; return it as a tuple of floats.
+
+    A schedule lists, step by step, the fraction of each layer's weights that is quantized
+    (and frozen) after that step. It must be non-empty, strictly increasing, inside
+    :math:`(0, 1]`, and end at exactly 1.0 so that every weight ends up a power of two.
+
+    Parameters
+    ----------
+    portions : sequence of float
+
+    Returns
+    -------
+    tuple of float
+
+    Raises
+    ------
+    TypeError
+        If ``portions`` is not a sequence of real numbers.
+    ValueError
+        If it is empty, not strictly increasing, has an entry outside (0, 1], or does not
+        end at 1.0.
+
+    Examples
+    --------
+    >>> check_portions([0.5, 0.75, 0.875, 1])
+    (0.5, 0.75, 0.875, 1.0)
+    """
+    if isinstance(portions, (str, bytes)) or not hasattr(portions, "__len__"):
+        raise TypeError(
+            f"portions must be a sequence of floats such as (0.5, 0.75, 1.0), got {type(portions).__name__}"
+        )
+    if len(portions) == 0:
+        raise ValueError("portions must not be empty; the paper uses (0.5, 0.75, 0.875, 1.0)")
+    out = tuple(check_fraction(p, f"portions[{i}]", low_open=True) for i, p in enumerate(portions))
+    for i, p in enumerate(out):
+        if i and p <= out[i - 1]:
+            raise ValueError(f"portions must be strictly increasing, got {out[i - 1]!r} then {p!r} at index {i}")
+    if out[-1] != 1.0:
+        raise ValueError(f"portions must end at 1.0 so that every weight is quantized, got last entry {out[-1]!r}")
+    return out
+
+
+def frozen_counts(n, portions):
+    r"""How many of a layer's ``n`` weights are quantized after each step of the schedule.
+
+    .. math:: m_k = \lfloor \sigma_k n + \tfrac12 \rfloor, \qquad m_K = n,
+
+    i.e. the accumulated portion :math:`\sigma_k` of the weights, rounded half up. For small
+    layers two steps can give the same count (that step then quantizes nothing new).
+
+    Parameters
+    ----------
+    n : int >= 1
+        Number of weights of the layer.
+    portions : sequence of float
+        A schedule accepted by :func:`check_portions`.
+
+    Returns
+    -------
+    ndarray of int64, shape (len(portions),), non-decreasing, last entry ``n``
+
+    Examples
+    --------
+    >>> frozen_counts(4096, (0.5, 0.75, 0.875, 1.0))
+    array([2048, 3072, 3584, 4096])
+    >>> frozen_counts(3, (0.5, 0.75, 1.0))
+    array([2, 2, 3])
+    """
+    n = check_positive(n, "n", integer=True)
+    portions = check_portions(portions)
+    return np.array([math.floor(p * n + 0.5) for p in portions], dtype=np.int64)
+
+
+def inq_partition(w, *, count, frozen=None, strategy="magnitude", rng=None):
+    r"""INQ's weight partition: grow the quantized group :math:`A^{(1)}` of a layer to ``count`` weights.
+
+    The weights not yet quantized are split into the group quantized now and the group
+    re-trained next (Sec. 2.2 of Zhou et al. 2017, :math:`A^{(1)}_l \cup A^{(2)}_l = W_l`,
+    :math:`A^{(1)}_l \cap A^{(2)}_l = \emptyset`). ``strategy="magnitude"`` is the paper's
+    pruning-inspired rule: among the free weights, those of **largest** :math:`|W|` join the
+    quantized group first (ties broken by position). ``strategy="random"`` picks them
+    uniformly at random, the comparison the paper reports.
+
+    Parameters
+    ----------
+    w : array_like of float, any shape, non-empty
+        The layer's current weights (retrained values). Not modified.
+    count : int
+        Size of the accumulated quantized group after this step,
+        ``frozen.sum() <= count <= w.size``.
+    frozen : None or array_like of bool, shape of ``w``
+        Weights quantized in earlier steps (they stay in the group). ``None``: none yet.
+    strategy : {"magnitude", "random"}
+    rng : None, int or numpy.random.Generator
+        Used by ``"random"`` only.
+
+    Returns
+    -------
+    ndarray of bool, shape of ``w``
+        The accumulated quantized group: ``frozen`` plus ``count - frozen.sum()`` new weights.
+
+    Raises
+    ------
+    TypeError
+        If ``w`` is not floating point or ``frozen`` is not boolean.
+    ValueError
+        If shapes disagree, ``count`` is out of range, or ``strategy`` is unknown.
+
+    References
+    ----------
+    Zhou et al. (2017), ICLR, Sec. 2.2 (weight partition) and Sec. 3.2 (random vs.
+    pruning-inspired partition).
+
+    Examples
+    --------
+    >>> w = np.array([0.1, -0.9, 0.3, -0.2, 0.5, 0.05])
+    >>> first = inq_partition(w, count=3)
+    >>> first
+    array([False,  True,  True, False,  True, False])
+    >>> inq_partition(w, count=5, frozen=first)
+    array([ True,  True,  True,  True,  True, False])
+    """
+    w = as_float_array(w, "w", allow_empty=False)
+    strategy = check_choice(strategy, "strategy", PARTITIONS)
+    if frozen is None:
+        frozen = np.zeros(w.shape, dtype=bool)
+    else:
+        frozen = np.asarray(frozen)
+        if frozen.dtype != np.bool_:
+            raise TypeError(f"frozen must be a bool array, got dtype {frozen.dtype}")
+        if frozen.shape != w.shape:
+            raise ValueError(f"frozen must have the shape of w {w.shape}, got {frozen.shape}")
+    already = int(np.count_nonzero(frozen))
+    count = check_int(count, "count", low=0)
+    if not already <= count <= w.size:
+        raise ValueError(f"count must be in [{already}, {w.size}] (already frozen .. all weights), got {count}")
+    free = np.flatnonzero(~frozen.reshape(-1))  # [j]: flat index of the j-th free weight
+    need = count - already
+    if strategy == "magnitude":
+        order = np.argsort(-np.abs(w.reshape(-1)[free]), kind="stable")  # largest |w| first
+        chosen = free[order[:need]]
+    else:
+        chosen = check_rng(rng).permutation(free)[:need]
+    out = frozen.copy().reshape(-1)
+    out[chosen] = True
+    return out.reshape(w.shape)
+
+
+def inq_step(w, *, frozen, count, bits, max_abs, strategy="magnitude", rng=None):
+    r"""One INQ step on one layer: partition, then quantize the newly chosen weights to :math:`\mathcal P_l`.
+
+    The new group (``inq_partition(...) & ~frozen``) is rounded with Eq. (4) of Zhou et al.
+    (2017) using the exponents :math:`n_1, n_2` of the pre-trained layer (``max_abs`` is
+    :math:`s = \max|W_l|` *before* any quantization, Eqs. (2)-(3)). Weights frozen earlier
+    and weights left free are returned unchanged, bit for bit.
+
+    Parameters
+    ----------
+    w : array_like of float, non-empty
+        The layer's current weights. Not modified.
+    frozen : array_like of bool, shape of ``w``
+        Weights already quantized.
+    count : int
+        Size of the accumulated quantized group after this step.
+    bits : int in [2, 8]
+        INQ's :math:`b` (one bit of it for zero).
+    max_abs : float > 0
+        :math:`s` of the pre-trained layer.
+    strategy : {"magnitude", "random"}
+    rng : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    w_new : ndarray, shape and dtype of ``w``
+    frozen_new : ndarray of bool, shape of ``w``
+        ``w_new[frozen_new]`` all lie in ``power_of_two_levels(*inq_exponent_range(max_abs, bits))``.
+
+    Examples
+    --------
+    >>> w = np.array([0.6, -0.45, 0.2, 0.1], dtype=np.float32)
+    >>> w2, f2 = inq_step(w, frozen=np.zeros(4, bool), count=2, bits=3, max_abs=0.6)
+    >>> w2, f2
+    (array([ 0.5, -0.5,  0.2,  0.1], dtype=float32), array([ True,  True, False, False]))
+    """
+    w = as_float_array(w, "w", allow_empty=False)
+    frozen_new = inq_partition(w, count=count, frozen=frozen, strategy=strategy, rng=rng)
+    new = frozen_new & ~np.asarray(frozen)
+    out = w.copy()
+    out[new] = power_of_two_quantize(w[new], bits=bits, max_abs=max_abs)
+    return out, frozen_new
+
+
+# --------------------------------------------------------------------------------------
+# The whole loop on a qref.nn model
+# --------------------------------------------------------------------------------------
+
+
+def weight_layers(model):
+    """The layers of a :mod:`qref.nn` model whose weights INQ quantizes (Linear, Conv2d), in order.
+
+    A layer counts if it has a ``weight`` Parameter and a ``weight_quantizer`` attribute, which
+    is what :class:`qref.nn.Linear` and :class:`qref.nn.Conv2d` have (batch-norm scales do not).
+
+    Examples
+    --------
+    >>> from qref import nn
+    >>> [type(m).__name__ for m in weight_layers(nn.mlp((8,)))]
+    ['Linear', 'Linear']
+    """
+    from . import nn
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a qref.nn.Module, got {type(model).__name__}")
+    return [m for m in model.modules()
+            if isinstance(getattr(m, "weight", None), nn.Parameter) and hasattr(m, "weight_quantizer")]
+
+
+@dataclass
+class INQStep:
+    """What one step of :func:`incremental_quantization` did.
+
+    Attributes
+    ----------
+    portion : float
+        The accumulated portion :math:`\\sigma_k` of the schedule.
+    frozen : list of ndarray of bool
+        Per weight layer, the weights quantized and frozen after this step (a copy).
+    weights : list of ndarray
+        Per weight layer, the weights at the end of this step (after re-training; a copy).
+    acc_quantized : float
+        Accuracy right after quantizing this step's group (before re-training).
+    acc_retrained : float
+        Accuracy after re-training the free weights (equal to ``acc_quantized`` at the last
+        step, where nothing is left to re-train).
+    loss : list of float
+        Training loss per re-training epoch (empty at the last step).
+    """
+
+    portion: float
+    frozen: list
+    weights: list
+    acc_quantized: float
+    acc_retrained: float
+    loss: list = field(default_factory=list)
+
+
+class INQResult(NamedTuple):
+    """Result of :func:`incremental_quantization`.
+
+    Attributes
+    ----------
+    model : qref.nn.Module
+        A quantized copy of the input model: every weight of every weight layer is in its
+        layer's level set; the weights stay frozen (``Parameter.frozen`` all True).
+    steps : list of INQStep
+        One per entry of the schedule.
+    exponents : list of (int, int)
+        :math:`(n_1, n_2)` per weight layer, from the pre-trained weights.
+    acc_float : float
+        Accuracy of the input (full-precision) model on the same data.
+    """
+
+    model: object
+    steps: list
+    exponents: list
+    acc_float: float
+
+
+def incremental_quantization(model, X, y, *, bits=5, portions=PAPER_PORTIONS, strategy="magnitude", epochs=2,
+                             lr=0.01, momentum=0.9, weight_decay=0.0, batch_size=64, rng=0, X_val=None,
+                             y_val=None):
+    r"""Run INQ on a trained :mod:`qref.nn` model: partition, quantize, freeze, re-train, repeat.
+
+    For each weight layer :math:`l`, :math:`(n_1, n_2)` is fixed from the pre-trained
+    weights (Eqs. (2)-(3) of Zhou et al. 2017). Then for each accumulated portion
+    :math:`\sigma_k` of the schedule:
+
+    1. grow each layer's quantized group to :math:`\lfloor\sigma_k n_l + \frac12\rfloor`
+       weights (:func:`inq_partition`) and round the new members with Eq. (4);
+    2. freeze the group (``Parameter.frozen``; the masked update of Sec. 2.3: the optimizer
+       never changes a frozen entry, so quantized weights stay exactly on their levels);
+    3. unless :math:`\sigma_k = 1`, re-train for ``epochs`` epochs with SGD (a fresh optimizer
+       each step; biases and free weights train).
+
+    Weights that grow beyond :math:`\tfrac32 2^{n_1}` while free saturate at :math:`\pm
+    2^{n_1}` when quantized (see :func:`qref.nonuniform.power_of_two_quantize`).
+
+    Parameters
+    ----------
+    model : qref.nn.Module
+        A trained network (not modified; a deep copy is quantized). Its weight layers must
+        not have a ``weight_quantizer``.
+    X, y : training data (float inputs, integer labels).
+    bits : int in [2, 8]
+        INQ's :math:`b`, one bit of which encodes zero: :math:`2^{b-2}` exponents.
+    portions : sequence of float
+        Accumulated portions, strictly increasing in (0, 1], ending at 1.0
+        (:func:`check_portions`). Default: the paper's (0.5, 0.75, 0.875, 1.0).
+    strategy : {"magnitude", "random"}
+        Partition rule (:func:`inq_partition`).
+    epochs : int >= 1
+        Re-training epochs after each step but the last.
+    lr : float > 0
+    momentum : float in [0, 1)
+    weight_decay : float >= 0
+    batch_size : int >= 1
+    rng : None, int or numpy.random.Generator
+        Drives the random partition and the minibatch order: a fixed seed gives a fixed result.
+    X_val, y_val : optional
+        Data the accuracies are measured on; default the training data.
+
+    Returns
+    -------
+    INQResult
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a model that is not a :class:`qref.nn.Module` or has no weight layer or a layer
+        with a ``weight_quantizer``, a bad schedule (:func:`check_portions`), ``bits``
+        outside [2, 8], a non-positive ``lr`` or ``epochs``, an unknown ``strategy``, or a
+        layer whose weights are all zero (no :math:`n_1`).
+
+    References
+    ----------
+    Zhou et al. (2017), "Incremental network quantization", ICLR, Sec. 2 (Eqs. (1)-(4), the
+    partition of Sec. 2.2 and the masked re-training of Sec. 2.3) and Sec. 3 (schedule).
+
+    Examples
+    --------
+    >>> from qref import nn
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 4)).astype(np.float32)
+    >>> y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    >>> net = nn.mlp((8,), in_features=4, classes=2, rng=0)
+    >>> _ = nn.fit(net, X, y, epochs=20, optimizer=nn.SGD(net.parameters(), lr=0.1), progress=False)
+    >>> res = incremental_quantization(net, X, y, bits=4, epochs=2)
+    >>> [s.portion for s in res.steps], res.exponents[0][0] - res.exponents[0][1]
+    ([0.5, 0.75, 0.875, 1.0], 3)
+    >>> from qref.nonuniform import power_of_two_levels
+    >>> W = res.model.layers[0].weight.data
+    >>> bool(np.isin(W, power_of_two_levels(*res.exponents[0])).all())
+    True
+    """
+    from . import nn
+
+    layers = weight_layers(model)
+    if not layers:
+        raise ValueError("model has no weight layer (Linear or Conv2d) to quantize")
+    for i, m in enumerate(layers):
+        if m.weight_quantizer is not None:
+            raise ValueError(f"weight layer {i} has a weight_quantizer; INQ quantizes the weights themselves")
+    bits = check_bits(bits, "bits", low=2, high=8)
+    portions = check_portions(portions)
+    strategy = check_choice(strategy, "strategy", PARTITIONS)
+    epochs = check_positive(epochs, "epochs", integer=True)
+    check_positive(lr, "lr")
+    gen = check_rng(rng)
+    if (X_val is None) != (y_val is None):
+        raise ValueError("X_val and y_val must be given together")
+    X_eval, y_eval = (X, y) if X_val is None else (X_val, y_val)
+
+    net = copy.deepcopy(model)
+    layers = weight_layers(net)
+    acc_float = nn.accuracy(model, X_eval, y_eval)
+    max_abs = []
+    for i, m in enumerate(layers):
+        s = float(np.max(np.abs(m.weight.data)))
+        if s == 0.0:
+            raise ValueError(f"weight layer {i} is all zero: INQ's n1 = floor(log2(4 s / 3)) needs s = max|W| > 0")
+        max_abs.append(s)
+    exponents = [inq_exponent_range(s, bits) for s in max_abs]
+    counts = [frozen_counts(m.weight.data.size, portions) for m in layers]
+    frozen = [np.zeros(m.weight.data.shape, dtype=bool) for m in layers]
+
+    steps = []
+    for k, portion in enumerate(portions):
+        for i, m in enumerate(layers):
+            w_new, frozen[i] = inq_step(m.weight.data, frozen=frozen[i], count=int(counts[i][k]), bits=bits,
+                                        max_abs=max_abs[i], strategy=strategy, rng=gen)
+            m.weight.data[...] = w_new
+            m.weight.frozen = frozen[i]
+        acc_q = nn.accuracy(net, X_eval, y_eval)
+        loss = []
+        acc_r = acc_q
+        if portion < 1.0:
+            opt = nn.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+            hist = nn.fit(net, X, y, epochs=epochs, optimizer=opt, batch_size=batch_size, rng=gen, progress=False)
+            loss = list(hist.loss)
+            acc_r = nn.accuracy(net, X_eval, y_eval)
+        steps.append(INQStep(portion, [f.copy() for f in frozen], [m.weight.data.copy() for m in layers],
+                             acc_q, acc_r, loss))
+    return INQResult(net, steps, exponents, acc_float)
