@@ -25,6 +25,12 @@ two can be held equal code for code (within one code: the rounding of the fixed-
 multiplier and the double rounding of requantization differ from the float rounding at
 near-ties).
 
+:func:`integer_cnn` does the same for a trained convolutional network
+(:func:`qref.nn.small_cnn`): batch norms folded into the convolutions, weights per output
+channel, convolutions as int8 GEMMs of im2col patches (padded with the input zero point),
+max pooling on the codes; :class:`IntegerCNN` has the integer ``forward`` and its fake-quantized
+``simulate``, held within one code of each other at every layer output.
+
 **Activations are int8 here.** Jacob et al. store activations as uint8; here they are
 asymmetric *int8* codes (the same quantizer with every code and the zero point shifted by
 -128), so one int8 x int8 kernel serves both operands. Weights are symmetric int8 with zero
@@ -60,6 +66,7 @@ from ._validation import as_float_array, as_int_array, check_bool, check_int, ch
 __all__ = [
     "INT32_MIN",
     "INT32_MAX",
+    "HAVE_MADD_KERNEL",
     "quantize_multiplier",
     "saturating_rounding_doubling_high_mul",
     "rounding_divide_by_pot",
@@ -73,6 +80,9 @@ __all__ = [
     "integer_mlp",
     "integer_forward",
     "simulated_forward",
+    "IntegerLayer",
+    "IntegerCNN",
+    "integer_cnn",
 ]
 
 INT32_MIN = -(2**31)
@@ -342,8 +352,11 @@ def int8_gemm(a, b):
     the core of Jacob et al. (2018), Sec. 2.3 (their :math:`\sum_j q_1^{(i,j)} q_2^{(j,k)}` in
     Eq. 7). Exact for :math:`K \le 131071` (each product is at most :math:`2^{14}` in absolute
     value), which is checked. With numba, a compiled kernel runs it (rows in parallel, tiles
-    of 4 x 2 outputs held in registers, columns of :math:`B` in blocks); otherwise (or for
-    small products) the numpy twin, an int32 ``matmul`` of the widened arrays.
+    of 4 x 2 outputs held in registers, columns of :math:`B` in blocks); on an AVX2 host
+    (``HAVE_MADD_KERNEL``) its inner product uses VPMADDWD on operands widened to int16 (16
+    multiply-adds per instruction), otherwise LLVM's own vectorization of the same loop.
+    Without numba (or for small products) the numpy twin runs, an int32 ``matmul`` of the
+    widened arrays. All three give the same int32 result.
 
     Parameters
     ----------
@@ -395,8 +408,8 @@ _COL_BLOCK = 256  #: columns of B (rows of B^T, 256 x K bytes) reused from cache
 
 
 @njit(parallel=True)
-def _int8_gemm_nb(a, bt, out):  # pragma: no cover - compiled
-    """Fill ``out[i, k] = sum_j a[i, j] * bt[k, j]`` in int32.
+def _int8_gemm_tiles_nb(a, bt, out):  # pragma: no cover - compiled
+    """Fill ``out[i, k] = sum_j a[i, j] * bt[k, j]`` in int32 (the portable kernel).
 
     ``bt`` is B transposed (contiguous rows), so every output is a dot product of two
     contiguous int8 rows. For each block of rows of ``bt``, tiles of 4 rows of ``a`` run in
@@ -440,6 +453,123 @@ def _int8_gemm_nb(a, bt, out):  # pragma: no cover - compiled
                     out[i0 + 2, c], out[i0 + 2, cc] = s20, s21
                 if i0 + 3 < m:
                     out[i0 + 3, c], out[i0 + 3, cc] = s30, s31
+
+
+# The fast kernel on AVX2. The loop above leaves the instruction choice to LLVM, which widens
+# to int32 and multiplies 8 lanes at a time (vpmulld). AVX2's VPMADDWD multiplies 16 int16 pairs
+# and adds adjacent products into 8 int32 lanes: twice the multiply-adds per instruction, and
+# exact here (int8 products are at most 2**14, a pair at most 2**15). We widen both operands to
+# int16 once (zero-padded to a multiple of 16 columns and to whole tiles: zeros add nothing) and
+# ask for ``llvm.x86.avx2.pmadd.wd`` from an ``intrinsic``, as qref.bitops does for popcounts.
+# A tile of _MADD_A rows of a meets _MADD_B rows of b^T: each 32-byte load feeds 2 or 4
+# VPMADDWDs, the 8 vector accumulators stay in registers, and each is summed across its lanes
+# once at the end.
+
+_MADD_A, _MADD_B = 4, 2  #: register tile (rows of a x rows of b^T)
+_MADD_VEC = 16  #: int16 values per 256-bit vector
+
+
+def _host_has_avx2():
+    try:
+        import numba
+        from llvmlite import binding
+
+        return bool(binding.get_host_cpu_features().get("avx2")) and not numba.config.CPU_NAME
+    except Exception:  # pragma: no cover - no llvmlite or an unknown host
+        return False
+
+
+HAVE_MADD_KERNEL = USE_NUMBA and _host_has_avx2()  #: the VPMADDWD kernel is used (numba on an AVX2 host)
+
+if HAVE_MADD_KERNEL:  # pragma: no cover - compiled
+    from llvmlite import ir as _ir
+    from numba.core import cgutils as _cgutils
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def _madd_tile(typingctx, a, b, i0, j0):
+        """For r < _MADD_A, c < _MADD_B: sum_j a[i0 + r, j] * b[j0 + c, j] in int32, a tuple, row of a major.
+
+        ``a`` and ``b`` are C-contiguous int16 with the same multiple of 16 columns; the rows must exist.
+        """
+        count = _MADD_A * _MADD_B
+        sig = _types.UniTuple(_types.int32, count)(a, b, i0, j0)
+
+        def codegen(context, builder, signature, args):
+            i16, i32, i64 = _ir.IntType(16), _ir.IntType(32), _ir.IntType(64)
+            v16, v8 = _ir.VectorType(i16, _MADD_VEC), _ir.VectorType(i32, _MADD_VEC // 2)
+            const = lambda v: _ir.Constant(i64, v)  # noqa: E731
+            arr_a = context.make_array(signature.args[0])(context, builder, args[0])
+            arr_b = context.make_array(signature.args[1])(context, builder, args[1])
+            k = builder.extract_value(arr_a.shape, 1)  # int16 values per row
+            nvec = builder.sdiv(k, const(_MADD_VEC))
+            i0, j0 = (context.cast(builder, x, t, _types.int64) for x, t in zip(args[2:], signature.args[2:]))
+
+            def row(arr, first, d):  # pointer to element 0 of row first + d
+                return builder.gep(arr.data, [builder.mul(builder.add(first, const(d)), k)])
+
+            rows_a = [row(arr_a, i0, r) for r in range(_MADD_A)]
+            rows_b = [row(arr_b, j0, c) for c in range(_MADD_B)]
+            mod = builder.module
+            madd = _cgutils.get_or_insert_function(mod, _ir.FunctionType(v8, [v16, v16]), "llvm.x86.avx2.pmadd.wd")
+            hsum = _cgutils.get_or_insert_function(mod, _ir.FunctionType(i32, [v8]), "llvm.vector.reduce.add.v8i32")
+            acc = [_cgutils.alloca_once_value(builder, _ir.Constant(v8, None)) for _ in range(count)]
+
+            def load(ptr, offset):  # 16 int16 from ptr + offset
+                return builder.load(builder.bitcast(builder.gep(ptr, [offset]), v16.as_pointer()), align=2)
+
+            with _cgutils.for_range(builder, nvec) as loop:
+                offset = builder.mul(loop.index, const(_MADD_VEC))
+                va = [load(p, offset) for p in rows_a]  # loaded once, used _MADD_B times
+                for c in range(_MADD_B):
+                    vb = load(rows_b[c], offset)
+                    for r in range(_MADD_A):
+                        slot = acc[r * _MADD_B + c]  # 8 int32 partial sums
+                        builder.store(builder.add(builder.load(slot), builder.call(madd, [va[r], vb])), slot)
+            sums = [builder.call(hsum, [builder.load(slot)]) for slot in acc]
+            return context.make_tuple(builder, signature.return_type, sums)
+
+        return sig, codegen
+
+    @njit(parallel=True)
+    def _int8_gemm_madd_nb(a16, bt16, out):
+        """``out[i, k] = sum_j a16[i, j] * bt16[k, j]`` by VPMADDWD tiles; shapes padded to whole tiles."""
+        m, n = a16.shape[0], bt16.shape[0]
+        for c0 in range(0, n, _COL_BLOCK):
+            c1 = min(c0 + _COL_BLOCK, n)
+            for t in prange(m // _MADD_A):
+                i0 = _MADD_A * t
+                for c in range(c0, c1, _MADD_B):
+                    s = _madd_tile(a16, bt16, i0, c)
+                    for r in range(_MADD_A):
+                        for d in range(_MADD_B):
+                            out[i0 + r, c + d] = s[r * _MADD_B + d]
+
+
+def _int8_gemm_madd(a, bt, out):
+    """Widen and zero-pad ``a`` (M, K) and ``bt`` (N, K) to int16 tiles, run the VPMADDWD kernel into ``out``."""
+    m, k = a.shape
+    n = bt.shape[0]
+    kp = -(-k // _MADD_VEC) * _MADD_VEC
+    a16 = np.zeros((-(-m // _MADD_A) * _MADD_A, kp), dtype=np.int16)
+    a16[:m, :k] = a
+    bt16 = np.zeros((-(-n // _MADD_B) * _MADD_B, kp), dtype=np.int16)
+    bt16[:n, :k] = bt
+    if a16.shape[0] == m and bt16.shape[0] == n and out.flags.c_contiguous:
+        _int8_gemm_madd_nb(a16, bt16, out)  # no padded rows: write in place
+        return
+    full = np.empty((a16.shape[0], bt16.shape[0]), dtype=np.int32)
+    _int8_gemm_madd_nb(a16, bt16, full)
+    out[...] = full[:m, :n]
+
+
+def _int8_gemm_nb(a, bt, out):
+    """Fill ``out[i, k] = sum_j a[i, j] * bt[k, j]`` in int32: the VPMADDWD kernel on AVX2, else the portable one."""
+    if HAVE_MADD_KERNEL and a.shape[0] and bt.shape[0]:
+        _int8_gemm_madd(a, bt, out)
+    else:
+        _int8_gemm_tiles_nb(a, bt, out)
 
 
 def quantized_matmul(q1, z1, q2, z2, *, bias=None):
@@ -762,3 +892,358 @@ def simulated_forward(imlp, X):
             y = np.maximum(y, 0.0)
         a = _uniform.fake_quantize(y, p_out)
     return a
+
+
+# ---- an integer-only convolutional network --------------------------------------------------
+#
+# The same scheme for a trained qref.nn Sequential of Conv2d [BatchNorm2d] [ReLU] [MaxPool2d]
+# blocks, Flatten and Linear layers (qref.nn.small_cnn). Each weight layer, with the batch norm
+# folded into it, its fused ReLU and its max pool, is one IntegerLayer: int8 codes in, int8
+# codes out.
+
+@dataclass(frozen=True)
+class IntegerLayer:
+    """One weight layer of an :class:`IntegerCNN`: int8 codes in, int8 codes out.
+
+    A convolution (``kind="conv"``, by im2col) or a fully connected layer (``kind="linear"``,
+    on the flattened input), with the following batch norm folded in, the requantization to the
+    output's parameters, a fused ReLU (a clamp at the output zero point) and an optional
+    ``pool x pool`` max pool on the output codes.
+    """
+
+    kind: str  #: "conv" or "linear"
+    weight_codes: np.ndarray  #: int8, (out, in, k, k) or (out, in); symmetric, narrow range, zero point 0
+    weight_params: object  #: QuantParams of the weights (per output channel: axis 0, or per tensor)
+    bias_codes: np.ndarray  #: int32, (out,), at scale S_in * S_w (per channel)
+    multiplier: np.ndarray  #: int64, (out,): m0 of M = S_in S_w / S_out per output channel (Q31)
+    shift: np.ndarray  #: int64, (out,): the right shift n of M
+    input_params: object  #: QuantParams of the input codes (int8, asymmetric, per tensor)
+    output_params: object  #: QuantParams of the output codes (before the pool; max pool keeps them)
+    relu: bool  #: fused ReLU
+    pool: int  #: max-pool window (0: none)
+    stride: int = 1
+    padding: int = 0
+
+
+def _im2col_codes(x, k, stride, padding, pad_value):
+    """Patches of ``x`` (N, C, H, W) as rows ``[(n, i, j), (c, u, v)]``, padded with ``pad_value``.
+
+    For integer codes the padding value is the input zero point: the code of the real 0 that
+    zero padding adds (Jacob et al. 2018, Eq. 1).
+    """
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=pad_value)
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    n, c, ho, wo = win.shape[:4]  # win[n, c, i, j, u, v]
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k), ho, wo
+
+
+def _max_pool(x, k):
+    """Max over non-overlapping k x k windows of (N, C, H, W) (leftover rows/columns dropped).
+
+    On codes this is exact: :math:`r = S(q - Z)` with :math:`S > 0` is increasing in
+    :math:`q`, so the largest code is the code of the largest value.
+    """
+    n, c, h, w = x.shape
+    ho, wo = h // k, w // k
+    return x[:, :, :ho * k, :wo * k].reshape(n, c, ho, k, wo, k).max(axis=(3, 5))
+
+
+def _layer_forward(layer, q):
+    """The integer-only layer: int8 codes (N, C, H, W) or (N, F) -> int8 codes."""
+    z_in = int(layer.input_params.zero_point)
+    n, out = q.shape[0], layer.weight_codes.shape[0]
+    w2 = layer.weight_codes.reshape(out, -1)  # [o][(c, u, v)]
+    if layer.kind == "conv":
+        k = layer.weight_codes.shape[-1]
+        cols, ho, wo = _im2col_codes(q, k, layer.stride, layer.padding, np.int8(z_in))
+    else:
+        cols = q.reshape(n, -1)  # Flatten: (N, C*H*W), same order as qref.nn.Flatten
+    acc = quantized_matmul(np.ascontiguousarray(cols), z_in, w2.T, 0, bias=layer.bias_codes)  # int32 (rows, out)
+    p = layer.output_params
+    z_out = int(p.zero_point)
+    lo = max(p.qmin, z_out) if layer.relu else p.qmin  # the fused ReLU is a clamp
+    y = requantize(acc, layer.multiplier, layer.shift, z_out, lo, p.qmax).astype(np.int8)
+    if layer.kind == "conv":
+        y = np.ascontiguousarray(y.reshape(n, ho, wo, out).transpose(0, 3, 1, 2))
+    return _max_pool(y, layer.pool) if layer.pool else y
+
+
+def _layer_simulate(layer, a):
+    """The float64 fake-quantized twin of :func:`_layer_forward` (values on the input grid in, output grid out)."""
+    n, out = a.shape[0], layer.weight_codes.shape[0]
+    w_hat = _uniform.dequantize(layer.weight_codes, layer.weight_params, dtype=np.float64).reshape(out, -1)
+    s_w = np.broadcast_to(np.asarray(layer.weight_params.scale, dtype=np.float64), (out,))
+    b_hat = layer.bias_codes.astype(np.float64) * (float(layer.input_params.scale) * s_w)
+    if layer.kind == "conv":
+        k = layer.weight_codes.shape[-1]
+        cols, ho, wo = _im2col_codes(a, k, layer.stride, layer.padding, 0.0)
+    else:
+        cols = a.reshape(n, -1)
+    y = cols @ w_hat.T + b_hat
+    if layer.relu:
+        y = np.maximum(y, 0.0)
+    y = _uniform.fake_quantize(y, layer.output_params)
+    if layer.kind == "conv":
+        y = y.reshape(n, ho, wo, out).transpose(0, 3, 1, 2)
+    return _max_pool(y, layer.pool) if layer.pool else y
+
+
+@dataclass(frozen=True)
+class IntegerCNN:
+    r"""A convolutional network quantized for integer-only inference (built by :func:`integer_cnn`).
+
+    ``layers[l]`` maps int8 codes with ``layers[l].input_params`` to int8 codes with
+    ``layers[l].output_params`` (the input of layer ``l + 1``); the last output is the logits.
+
+    Methods
+    -------
+    forward(X, *, return_codes=False)
+        The integer-only forward pass (Jacob et al. 2018, Eqs. 7-8 and Sec. 2.4).
+    simulate(X, *, return_values=False)
+        Its float simulation with fake quantization at the same points (Sec. 3).
+    layer_forward(l, codes), layer_simulate(l, values)
+        One layer of each, to compare them layer by layer on the same input.
+    """
+
+    layers: tuple  #: IntegerLayer per weight layer
+    input_shape: tuple  #: (C, H, W) of one input image
+
+    def _check_x(self, X):
+        X = as_float_array(X, "X", allow_0d=False)
+        if X.shape[1:] != self.input_shape:
+            raise ValueError(f"X must have shape (n, {', '.join(map(str, self.input_shape))}), got {X.shape}")
+        return X
+
+    def _check_l(self, l):
+        l = check_int(l, "l")
+        if not 0 <= l < len(self.layers):
+            raise ValueError(f"l must be a layer index in [0, {len(self.layers) - 1}], got {l}")
+        return l
+
+    def forward(self, X, *, return_codes=False):
+        r"""Integer-only inference: quantize the input, then only integer operations.
+
+        Per layer: im2col of the int8 codes (padded with the input zero point, the code of a
+        real 0), the int8 GEMM with zero-point corrections and the int32 bias (Eqs. 7-8 of
+        Jacob et al. 2018), requantization :math:`Z_3 + \mathrm{RDBPOT}(\mathrm{SRDHM}(\mathrm{acc}, m_0), n)`
+        with one Q31 multiplier per output channel, the fused ReLU as a clamp, then the max
+        pool on the codes.
+
+        Parameters
+        ----------
+        X : array_like of float, shape (n, C, H, W) (``(n, features)`` for a model starting with Linear)
+        return_codes : bool
+            Also return the list of every layer's int8 output codes (after its pool).
+
+        Returns
+        -------
+        logit_codes : ndarray of int8, shape (n, classes)
+            Real logits: ``dequantize(logit_codes, layers[-1].output_params)``.
+        codes : list of ndarray of int8 (only with ``return_codes``)
+            ``codes[0]`` the input codes, ``codes[l + 1]`` the output of layer ``l``.
+        """
+        return_codes = check_bool(return_codes, "return_codes")
+        X = self._check_x(X)
+        q = _uniform.quantize(X, self.layers[0].input_params).astype(np.int8)  # the only float operation
+        codes = [q]
+        for layer in self.layers:
+            q = _layer_forward(layer, q)
+            codes.append(q)
+        return (q, codes) if return_codes else q
+
+    def simulate(self, X, *, return_values=False):
+        r"""The float simulation of :meth:`forward`: fake quantization at the same points.
+
+        The input is fake-quantized; each layer computes its convolution or product in
+        float64 with the dequantized weights and bias, applies ReLU, fake-quantizes with the
+        output parameters and max-pools (Jacob et al. 2018, Sec. 3). The codes
+        ``rint(values / S) + Z`` agree with :meth:`forward` within one code on each layer
+        given the same input (:meth:`layer_simulate`); chained, a one-code difference can
+        move later layers too (tested: it does not on the digits).
+
+        Parameters
+        ----------
+        X : array_like of float, shape (n, C, H, W)
+        return_values : bool
+            Also return every layer's fake-quantized output (after its pool).
+
+        Returns
+        -------
+        logits : ndarray of float64, shape (n, classes)
+        values : list of ndarray of float64 (only with ``return_values``), as ``codes`` of :meth:`forward`
+        """
+        return_values = check_bool(return_values, "return_values")
+        X = self._check_x(X)
+        a = _uniform.fake_quantize(X, self.layers[0].input_params).astype(np.float64)
+        values = [a]
+        for layer in self.layers:
+            a = _layer_simulate(layer, a)
+            values.append(a)
+        return (a, values) if return_values else a
+
+    def layer_forward(self, l, codes):
+        """Layer ``l`` of :meth:`forward` on int8 input codes (shape of that layer's input); int8 codes out."""
+        l = self._check_l(l)
+        q = np.asarray(codes)
+        if q.dtype != np.int8:
+            raise TypeError(f"codes must be an int8 array, got dtype {q.dtype}")
+        return _layer_forward(self.layers[l], q)
+
+    def layer_simulate(self, l, values):
+        """Layer ``l`` of :meth:`simulate` on float input values (on the input grid); float64 values out."""
+        l = self._check_l(l)
+        a = as_float_array(values, "values", allow_0d=False).astype(np.float64)
+        return _layer_simulate(self.layers[l], a)
+
+    def codes_of(self, l, values):
+        """Codes ``rint(values / S) + Z`` of layer ``l``'s output values (``l = -1``: ... of the input)."""
+        p = self.layers[0].input_params if l == -1 else self.layers[self._check_l(l)].output_params
+        return (np.rint(np.asarray(values, np.float64) / float(p.scale)) + int(p.zero_point)).astype(np.int64)
+
+
+def _parse_cnn(model):
+    """Group a qref.nn.Sequential into weight layers: (layer, bn or None, relu, pool k or 0)."""
+    from . import nn  # deferred: intarith does not need the training code otherwise
+
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be a qref.nn.Sequential (e.g. qref.nn.small_cnn()), got {type(model).__name__}")
+    layers, groups, i = list(model.layers), [], 0
+    while i < len(layers):
+        m = layers[i]
+        if isinstance(m, nn.Flatten):
+            i += 1
+            continue
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            raise TypeError(f"model.layers[{i}] ({type(m).__name__}) is not supported: expected Conv2d "
+                            "[BatchNorm2d] [ReLU] [MaxPool2d] blocks, Flatten and Linear [BatchNorm1d] [ReLU] layers")
+        if m.weight_quantizer is not None:
+            raise ValueError(f"model.layers[{i}] has a weight_quantizer: "
+                             "integer_cnn quantizes the float weights itself")
+        bn_cls = nn.BatchNorm2d if isinstance(m, nn.Conv2d) else nn.BatchNorm1d
+        bn, relu, pool, j = None, False, 0, i + 1
+        if j < len(layers) and isinstance(layers[j], bn_cls):
+            bn, j = layers[j], j + 1
+        if j < len(layers) and isinstance(layers[j], nn.ReLU):
+            relu, j = True, j + 1
+        if isinstance(m, nn.Conv2d) and j < len(layers) and isinstance(layers[j], nn.MaxPool2d):
+            pool, j = layers[j].kernel_size, j + 1
+        groups.append((m, bn, relu, pool, j))  # j: the index after the group
+        i = j
+    if not groups or not isinstance(groups[-1][0], nn.Linear) or groups[-1][2]:
+        raise TypeError("model must end with a Linear layer without ReLU (the logits)")
+    return groups
+
+
+def integer_cnn(model, X_calib, *, bits=8, per_channel=True):
+    r"""Quantize a trained :func:`qref.nn.small_cnn` (or a similar Sequential) for integer-only inference.
+
+    Every batch norm is folded into the preceding convolution with its running statistics
+    (:func:`fold_batch_norm`, Jacob et al. 2018, Sec. 3.2). Weights: symmetric, narrow range
+    (codes in :math:`[-(2^{b-1}-1), 2^{b-1}-1]`, zero point 0), one scale per output channel
+    (``per_channel=True``, as recommended for convolutions after folding by Krishnamoorthi
+    2018, since folding gives each channel its own :math:`\gamma/\sigma`) or per tensor (as in
+    Jacob et al.). Activations (the input, each weight layer's output after its ReLU, and the
+    logits): asymmetric int8 per tensor, min-max ranges of the float model on ``X_calib``
+    (:func:`qref.uniform.params_from_data`). Biases: int32 at scale :math:`S_\mathrm{in} S_{w,c}`
+    (:func:`quantize_bias`). Multipliers: :math:`M_c = S_\mathrm{in} S_{w,c} / S_\mathrm{out}`
+    as Q31 + shift per output channel (Eqs. 5-6, :func:`quantize_multiplier`).
+
+    Supported layers: ``Conv2d [BatchNorm2d] [ReLU] [MaxPool2d]`` blocks, ``Flatten`` and
+    ``Linear [BatchNorm1d] [ReLU]``, the last a ``Linear`` without ReLU. Max pooling is done
+    on the codes (exact, since dequantization is increasing), so it needs no parameters.
+
+    Parameters
+    ----------
+    model : qref.nn.Sequential
+        Trained, float weights (no ``weight_quantizer``). Not modified (its training mode and
+        caches are left as they were).
+    X_calib : array_like of float, shape (n, C, H, W)
+        Calibration inputs (e.g. the training images); ``(n, features)`` for a model that
+        starts with a Linear layer (e.g. :func:`qref.nn.mlp`).
+    bits : int in [2, 8]
+        Bit width of weights and activations (codes stored in int8).
+    per_channel : bool
+        One weight scale per output channel (default) or one per tensor.
+
+    Returns
+    -------
+    IntegerCNN
+
+    Raises
+    ------
+    TypeError
+        For a model that is not a supported Sequential, or non-float ``X_calib``.
+    ValueError
+        For bad ``bits``, ``X_calib`` or a multiplier outside (0, 1).
+
+    References
+    ----------
+    Jacob et al. (2018), Secs. 2-3 (see the module docstring). Krishnamoorthi, R. (2018).
+    Quantizing deep convolutional networks for efficient inference: a whitepaper.
+    arXiv:1806.08342 (per-channel weight quantization).
+
+    Examples
+    --------
+    >>> from qref import nn
+    >>> from qref.data import load_digits
+    >>> d = load_digits(); X = d.X_train.reshape(-1, 1, 8, 8)
+    >>> net = nn.small_cnn(rng=0)
+    >>> _ = nn.fit(net, X, d.y_train, epochs=1, optimizer=nn.Adam(net.parameters(), lr=1e-2), progress=False)
+    >>> icnn = integer_cnn(net, X)
+    >>> q = icnn.forward(d.X_test.reshape(-1, 1, 8, 8))
+    >>> q.dtype, q.shape, [l.kind for l in icnn.layers]
+    (dtype('int8'), (450, 10), ['conv', 'conv', 'linear'])
+    """
+    import copy
+
+    bits = check_int(bits, "bits")
+    if not 2 <= bits <= 8:
+        raise ValueError(f"bits must be in [2, 8] (codes stored in int8), got {bits}")
+    per_channel = check_bool(per_channel, "per_channel")
+    groups = _parse_cnn(model)
+    X = as_float_array(X_calib, "X_calib", allow_empty=False, allow_0d=False)
+    first = groups[0][0]
+    if hasattr(first, "in_channels") and (X.ndim != 4 or X.shape[1] != first.in_channels):
+        raise ValueError(f"X_calib must have shape (n, {first.in_channels}, H, W), got {X.shape}")
+    if hasattr(first, "in_features") and (X.ndim != 2 or X.shape[1] != first.in_features):
+        raise ValueError(f"X_calib must have shape (n, {first.in_features}), got {X.shape}")
+    # calibration: the float model in eval mode (a copy, so the caller's model keeps its mode and caches)
+    net = copy.deepcopy(model).eval()
+    act = [_uniform.params_from_data(X, bits=bits, signed=True)]
+    x, start, pre_pool = X, 0, []
+    for m, bn, relu, pool, end in groups:
+        for layer in net.layers[start:end - (1 if pool else 0)]:
+            x = layer(x)
+        pre_pool.append(x)  # where the requantization happens (the pool keeps the parameters)
+        if pool:
+            x = net.layers[end - 1](x)
+        start = end
+    act += [_uniform.params_from_data(y, bits=bits, signed=True) for y in pre_pool]
+    out_layers = []
+    for idx, (m, bn, relu, pool, _) in enumerate(groups):
+        w = m.weight.data.astype(np.float64)
+        b = None if m.bias is None else m.bias.data.astype(np.float64)
+        if bn is not None:
+            w, b = fold_batch_norm(w, b, bn.weight.data, bn.bias.data, bn.running_mean, bn.running_var, eps=bn.eps)
+        if b is None:
+            b = np.zeros(w.shape[0])
+        p_w = _uniform.params_from_data(w, bits=bits, symmetric=True, narrow_range=True,
+                                        axis=0 if per_channel else None)
+        wq = _uniform.quantize(w, p_w).astype(np.int8)
+        s_in, s_out = float(act[idx].scale), float(act[idx + 1].scale)
+        s_w = np.broadcast_to(np.asarray(p_w.scale, dtype=np.float64), (w.shape[0],))
+        bq = quantize_bias(b, s_in, s_w)
+        mult = []
+        for c, sw in enumerate(s_w):
+            try:
+                mult.append(quantize_multiplier(s_in * float(sw) / s_out))
+            except ValueError as exc:
+                raise ValueError(f"layer {idx}, output channel {c}: {exc}") from None
+        m0, shift = (np.array(v, dtype=np.int64) for v in zip(*mult))
+        conv = type(m).__name__ == "Conv2d"
+        out_layers.append(IntegerLayer(
+            kind="conv" if conv else "linear", weight_codes=wq, weight_params=p_w, bias_codes=bq,
+            multiplier=m0, shift=shift, input_params=act[idx], output_params=act[idx + 1], relu=relu,
+            pool=pool, stride=m.stride if conv else 1, padding=m.padding if conv else 0))
+    return IntegerCNN(tuple(out_layers), tuple(X.shape[1:]))
