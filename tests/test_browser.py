@@ -231,6 +231,24 @@ def _change(page, control):
 # ----------------------------------------------------------------------------------- test
 
 
+_WAIT_MATH = """async () => {
+  const sources = document.querySelectorAll('.math, span.math, div.math').length;
+  if (!sources) return {typeset: true, sources: 0, errors: []};
+  for (let t = 0; t < 200; t++) {  // up to 20 s
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; break; }
+    await new Promise(r => setTimeout(r, 100));
+  }
+  const n = document.querySelectorAll('mjx-container').length;
+  // a TeX error is an <mjx-merror>; an undefined macro is typeset as red text (MathJax's
+  // "noundefined" package): report the TeX source of either
+  const bad = 'mjx-merror, mjx-mtext[style*="color: red"]';
+  const errors = Array.from(MathJax.startup.document.math)
+    .filter(m => m.typesetRoot && m.typesetRoot.querySelector(bad))
+    .slice(0, 5).map(m => String(m.math).slice(0, 120));
+  return {typeset: n > 0, sources, errors};
+}"""
+
+
 @pytest.mark.parametrize("page_name", PAGES or ["<no pages>"])
 def test_page(page_name, server, browser):
     if not PAGES:
@@ -244,7 +262,7 @@ def test_page(page_name, server, browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     errors, external = [], []
 
-    # The sandbox has no internet: requests to other hosts (MathJax from its CDN, thebe,
+    # The sandbox has no internet: requests to other hosts (thebe, binder,
     # launch buttons) are aborted at once instead of timing out, and recorded. Console
     # errors they cause are not failures; errors from our own pages and scripts are.
     def route(r):
@@ -274,6 +292,12 @@ def test_page(page_name, server, browser):
     try:
         response = page.goto(f"{server}/{page_name}.html", wait_until="load")
         assert response is not None and response.ok, f"{page_name}.html: HTTP {response and response.status}"
+
+        # Math: MathJax is served from the book itself (sphinx-mathjax-offline), so every
+        # formula must typeset here too, and none may show a TeX error or an undefined macro.
+        math = page.evaluate(_WAIT_MATH)
+        assert math["typeset"], f"{page_name}: MathJax did not typeset the page's {math['sources']} formula(s)"
+        assert not math["errors"], f"TeX errors on {page_name}: {math['errors']}"
 
         images = page.evaluate(_WAIT_IMAGES)
         broken = [im for im in images if _is_local(im["src"]) and not (im["complete"] and im["width"] > 0)]
