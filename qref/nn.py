@@ -852,6 +852,12 @@ class SoftmaxCrossEntropy:
         p_{n,k} = \frac{e^{z_{n,k}}}{\sum_j e^{z_{n,j}}}, \qquad
         \frac{\partial L}{\partial z_{n,k}} = \frac{p_{n,k} - [k = y_n]}{N}.
 
+    Raises
+    ------
+    TypeError, ValueError
+        In ``forward``: for non-float, empty or non-2-D ``logits``, or labels ``y`` that are
+        not integers in ``[0, classes)``, one per row.
+
     Examples
     --------
     >>> loss = SoftmaxCrossEntropy()
@@ -863,7 +869,7 @@ class SoftmaxCrossEntropy:
     """
 
     def forward(self, logits, y):
-        z = as_float_array(logits, "logits", finite=False)
+        z = as_float_array(logits, "logits", allow_empty=False, finite=False)
         if z.ndim != 2:
             raise ValueError(f"logits must have shape (n, classes), got shape {z.shape}")
         y = as_int_array(y, "y")

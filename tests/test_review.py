@@ -1,0 +1,26 @@
+"""Regression tests for defects found in the independent review of nn, allocation, formats,
+nonuniform, bnn and calibration.bias_correction (each fails on the code before its fix)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from qref import nn
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (4, 0), (0, 0)])
+def test_softmax_cross_entropy_rejects_empty_logits(shape):
+    # before the fix an empty batch returned nan with two RuntimeWarnings
+    loss = nn.SoftmaxCrossEntropy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="logits must not be empty"):
+            loss(np.zeros(shape, np.float32), np.zeros(shape[0], np.int64))
+
+
+def test_softmax_cross_entropy_still_accepts_a_single_example():
+    loss = nn.SoftmaxCrossEntropy()
+    value = loss(np.array([[0.0, np.log(3.0)]]), np.array([1]))
+    assert value == pytest.approx(-np.log(3.0 / 4.0), rel=1e-12)
+    np.testing.assert_allclose(loss.backward(), [[0.25, -0.25]], rtol=1e-12)
