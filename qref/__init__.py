@@ -16,6 +16,7 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.allocation` bit allocation: per channel (Banner et al.), per layer by SQNR (Lin et al.), Max's optimal uniform steps
 - :mod:`qref.intarith`  integer-only inference: fixed-point multipliers, int8 GEMM, requantization, BN folding
 - :mod:`qref.nn`        a small numpy training substrate: layers with forward and backward side by side, SGD/Adam, fit
+- :mod:`qref.gradients` quantized gradients: TernGrad, QSGD, 1-bit SGD, error feedback, simulated data-parallel training
 - :mod:`qref.inq`       Incremental Network Quantization: partition, quantize to powers of two, freeze, retrain
 - :mod:`qref.pruning`   magnitude pruning, CLIP-Q (pruning and quantization in parallel), sparse storage
 - :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
@@ -27,11 +28,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import allocation, binary, bitops, bnn, calibration, codebook, data, formats, inq, intarith, metrics, nn, nonuniform, pruning, rounding, theory, uniform, vq
+from . import allocation, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, metrics, nn, nonuniform, pruning, rounding, theory, uniform, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "allocation", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "inq", "intarith", "metrics", "nn", "nonuniform", "pruning", "rounding", "theory", "uniform", "vq",
+    "allocation", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "metrics", "nn", "nonuniform", "pruning", "rounding", "theory", "uniform", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]
