@@ -2,6 +2,7 @@
 
 One module per family of methods; each function names its paper and equation:
 
+- :mod:`qref.qat`       quantization-aware training: STE variants, DoReFa, PACT, QIL, LSQ, fake quantization with BN folding (Jacob et al.)
 - :mod:`qref.rounding`  rounding rules (nearest with every tie rule, directed, stochastic)
 - :mod:`qref.uniform`   uniform (affine) quantization: scale, zero point, codes, granularity
 - :mod:`qref.formats`   number formats: fixed point, minifloats (fp16, bfloat16, FP8)
@@ -28,11 +29,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import allocation, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, metrics, nn, nonuniform, pruning, rounding, theory, uniform, vq
+from . import allocation, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, metrics, nn, nonuniform, pruning, qat, rounding, theory, uniform, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "allocation", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "metrics", "nn", "nonuniform", "pruning", "rounding", "theory", "uniform", "vq",
+    "allocation", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "metrics", "nn", "nonuniform", "pruning", "qat", "rounding", "theory", "uniform", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]

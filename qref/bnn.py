@@ -386,7 +386,8 @@ def ap2(x):
 
     Multiplying by :math:`\mathrm{AP2}(x)` is a binary shift (left or right), which is how
     shift-based batch normalization avoids multiplications (Courbariaux et al. 2016, defined
-    with their Algorithm 3). :math:`\mathrm{AP2}(0) = 0`. Computed exactly from the binary
+    with their shift-based batch normalizing transform; the algorithm's number differs between
+    the paper's versions). :math:`\mathrm{AP2}(0) = 0`. Computed exactly from the binary
     exponent: with :math:`|x| = m\,2^e`, :math:`m \in [\tfrac12, 1)`, the result is
     :math:`2^e` if :math:`m \ge 2^{-1/2}` and :math:`2^{e-1}` otherwise (no tie is possible,
     :math:`2^{-1/2}` being irrational; only magnitudes within :math:`2^{1/2}` of the dtype's
@@ -417,7 +418,7 @@ def ap2(x):
 
 
 class ShiftBatchNorm(nn.Module):
-    r"""Shift-based batch normalization (Courbariaux et al. 2016, Algorithm 3), with its backward.
+    r"""Shift-based batch normalization (Courbariaux et al. 2016, the shift-based batch normalizing transform), with its backward.
 
     Per channel, over a minibatch of :math:`m` values (all axes but the channel axis 1):
 

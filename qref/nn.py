@@ -122,6 +122,10 @@ class Parameter:
         return f"Parameter(name={self.name!r}, shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+class BackwardBeforeForwardError(AttributeError, RuntimeError):
+    """``backward`` was called on a layer whose ``forward`` has not run (nothing to differentiate)."""
+
+
 class Module:
     """Base class of layers: ``forward``/``backward``, parameters and train/eval mode.
 
@@ -155,6 +159,15 @@ class Module:
 
     def __call__(self, x):
         return self.forward(x)
+
+    def __getattr__(self, name):
+        # Called only when normal lookup fails. Layers save what backward needs as private
+        # attributes in forward (``self._x``); reading one that is not there means backward
+        # was called first, which deserves a clearer message than AttributeError's.
+        if name.startswith("_") and not name.startswith("__"):
+            raise BackwardBeforeForwardError(
+                f"{type(self).__name__}.backward needs what forward saves ({name}); call forward first")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def children(self):
         """The direct child modules, in attribute order."""

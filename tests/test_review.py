@@ -24,3 +24,16 @@ def test_softmax_cross_entropy_still_accepts_a_single_example():
     value = loss(np.array([[0.0, np.log(3.0)]]), np.array([1]))
     assert value == pytest.approx(-np.log(3.0 / 4.0), rel=1e-12)
     np.testing.assert_allclose(loss.backward(), [[0.25, -0.25]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Linear(3, 2, rng=0),
+    lambda: nn.Conv2d(1, 2, 3, rng=0),
+    lambda: nn.BatchNorm1d(3),
+    lambda: nn.MaxPool2d(2),
+    lambda: nn.ReLU(),
+])
+def test_backward_before_forward_names_the_problem(make):
+    layer = make()
+    with pytest.raises(RuntimeError, match="call forward first"):
+        layer.backward(np.ones((2, 2), np.float32))
