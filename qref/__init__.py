@@ -8,7 +8,8 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.formats`   number formats: fixed point, minifloats (fp16, bfloat16, FP8)
 - :mod:`qref.codebook`  fixed codebooks, hard, soft and random assignment to a codebook
 - :mod:`qref.nonuniform` Lloyd–Max, INQ powers of two, LogQuant, ShiftCNN, HWGQ
-- :mod:`qref.vq`        k-means weight sharing, exact optimal 1-D k-means, product quantization
+- :mod:`qref.vq`        k-means and Hessian-weighted weight sharing, exact 1-D k-means, product and residual
+  quantization (beam search), Huffman/Deep Compression size accounting, soft-to-hard annealing
 - :mod:`qref.binary`    binary and ternary weights: BinaryConnect, BWN/XNOR-Net, ABC-Net, TWN, TTQ, FGQ
 - :mod:`qref.bnn`       binary and ternary training: BinaryConnect, BNN/QNN, shift-based BN, BWN/XNOR-Net, TWN, TTQ, HWGQ
 - :mod:`qref.bitops`    bit packing and exact XNOR-popcount matrix products
