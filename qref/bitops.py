@@ -175,7 +175,7 @@ def unpack_bits(packed, n, *, signed=True):
     return 2 * bits - 1 if signed else bits
 
 
-def binary_matmul(a_packed, b_packed, n):
+def binary_matmul(a_packed, b_packed, n, *, out=None):
     r"""The ±1 matrix product :math:`A B^\top` from packed rows, by XNOR and popcount.
 
     .. math::
@@ -193,18 +193,27 @@ def binary_matmul(a_packed, b_packed, n):
         The rows of :math:`B \in \{-1,+1\}^{N\times n}` (note: :math:`B`, not :math:`B^\top`).
     n : int >= 0
         The true row length (number of bits used in each row).
+    out : numpy.ndarray of int64 or int32, shape (M, N), optional
+        A C-contiguous, writeable array to write the result into (like numpy's ``out=``),
+        e.g. a layer's buffer reused from call to call. A fresh (M, N) int64 result is
+        8 MN bytes of new pages to zero and first-touch: 32 MB at 2048 x 2048, measured at
+        3 to 20 ms on the 2-vCPU benchmark machine against ~17 ms for the whole product
+        (``benchmarks/bench_bitops.py``). int32 (exact for ``n < 2**31``) halves the bytes
+        written. ``out`` must not share memory with the packed inputs.
 
     Returns
     -------
-    numpy.ndarray of int64, shape (M, N)
+    numpy.ndarray of int64 (or of out's dtype), shape (M, N)
+        A new array, or ``out`` itself when given.
 
     Raises
     ------
     TypeError
-        If a packed array is not uint64.
+        If a packed array is not uint64, or ``out`` is not an int64/int32 ndarray.
     ValueError
         If a packed array is not 2-d, has the wrong number of words for ``n``, or has a
-        padding bit set.
+        padding bit set; if ``out`` has the wrong shape, is not C-contiguous or not
+        writeable, shares memory with an input, or is int32 and ``n >= 2**31``.
 
     Examples
     --------
@@ -216,18 +225,43 @@ def binary_matmul(a_packed, b_packed, n):
     >>> A @ B.T
     array([[ 1,  3],
            [-3, -1]])
+    >>> buf = np.empty((2, 2), dtype=np.int32)
+    >>> binary_matmul(pack_bits(A), pack_bits(B), 3, out=buf) is buf
+    True
     """
     a = _check_packed(a_packed, "a_packed", ndim=2)
     b = _check_packed(b_packed, "b_packed", ndim=2)
     n = check_int(n, "n", low=0)
+    if out is not None:
+        _check_out(out, (a.shape[0], b.shape[0]), n, a, b)
     _check_length(a, n, "a_packed")
     _check_length(b, n, "b_packed")
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     if USE_NUMBA and a.shape[0] * b.shape[0] * a.shape[1] >= _NUMBA_MIN_WORDS:
-        out = np.empty((a.shape[0], b.shape[0]), dtype=np.int64)
+        if out is None:
+            out = np.empty((a.shape[0], b.shape[0]), dtype=np.int64)
         _binary_matmul_nb(a, b, n, out)
         return out
-    return _binary_matmul_np(a, b, n)
+    if out is None:
+        return _binary_matmul_np(a, b, n)
+    out[...] = _binary_matmul_np(a, b, n)
+    return out
+
+
+def _check_out(out, shape, n, *inputs):
+    """Check the ``out`` argument of :func:`binary_matmul` (see its docstring)."""
+    if not isinstance(out, np.ndarray) or out.dtype not in (np.int64, np.int32):
+        what = f"dtype {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise TypeError(f"out must be a numpy array of dtype int64 or int32, got {what}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape} (rows of a_packed, rows of b_packed), got {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous and writeable, got an array that is "
+                         + ("not C-contiguous" if not out.flags.c_contiguous else "read-only"))
+    if out.dtype == np.int32 and n >= 2**31:
+        raise ValueError(f"out of dtype int32 holds results only for n < 2**31, got n={n}; use int64")
+    if any(np.may_share_memory(out, x) for x in inputs):
+        raise ValueError("out must not share memory with a_packed or b_packed")
 
 
 # ---- the numpy twin: the definition -------------------------------------------------------
@@ -261,6 +295,28 @@ _NUMBA_MIN_WORDS = 1 << 12  #: below this many word pairs the numpy twin is as f
 # few shuffles) happens once per pair of rows, not once per word. Register blocking: a tile of
 # _TILE_A rows of a meets _TILE_B rows of b, so each 32-byte load feeds 2 or 4 XOR-popcounts and
 # the 8 running counts stay in the 16 vector registers of AVX2.
+#
+# Limits (measured 2026-11 on a 2-vCPU AMD EPYC Zen 3, AVX2, no VPOPCNTDQ; 2048^3 product,
+# 2^25 pairs of 256-bit vectors). The inner loop (read it with ``inspect_asm``) spends 8 vector
+# instructions per vector pair: VPXOR, 2 VPAND, VPSRLW, 2 VPSHUFB, 2 VPADDB, plus 6 loads per 8
+# pairs. With 4 vector pipes (shuffles and shifts on 2 of them) that is >= 2 cycles per pair,
+# 67 M cycles: 21 ms of one core at 3.2 GHz, 27 ms at the nominal 2.45 GHz. Measured, one
+# thread: ~30 ms of CPU, of which ~6 ms write the 32 MB int64 result; two threads: ~17 ms wall.
+# So the kernel runs near that bound, and the tile shape does not matter (4x2, 3x3, 2x4, 4x3
+# all within 3%). 10x the float32 BLAS product (~100-120 ms) would need ~1 cycle per pair.
+# Tried and not kept:
+# * the Harley-Seal carry-save popcount (Mula, Kurz & Lemire 2018, "Faster population counts
+#   using AVX2 instructions", Comput. J. 61(1)) pays off over 16+ vectors per running count;
+#   here a pair of rows has only n/256 = 8 vectors and its 4-5 CSA states per pair would not
+#   fit a register tile, so it would cost about as many instructions as it saves;
+# * a "Four Russians" table kernel (Arlazarov et al. 1970: 256-entry tables of popcount(p & b)
+#   for 32 columns of b, one 32-byte load + add per 8 x 32 bit products) needed 5-10% less CPU
+#   single-threaded but scaled worse on two shared cores (its 64 kB tables live in L2);
+# * in-register 16-entry tables (VPSHUFB indexed by nibbles of 32 columns of b, one table
+#   per nibble of a: 2 VPSHUFB + 2 VPADDB per vector pair, no XOR/AND/shift) cut the
+#   popcount part from ~25 to ~19 ms of CPU, but the whole product only from ~30 to ~27 ms
+#   (the result still has to be written), for an AVX2-only intrinsic: not worth its code.
+# A fresh 32 MB result adds 3-20 ms of page zeroing and first touch: pass ``out=`` to reuse one.
 
 _TILE_A, _TILE_B = 4, 2  #: rows of a x rows of b per register tile (4 x 2 measured best with 4 x 4 and 2 x 4)
 _VEC_WORDS = 4  #: uint64 words per 256-bit vector

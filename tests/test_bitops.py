@@ -120,3 +120,45 @@ def test_bad_input():
         BO.pack_bits(np.array(["a"]))
     with pytest.raises(ValueError, match="x must hold only"):
         BO.pack_bits([np.nan, 1.0])
+
+
+# ---- out= (bitperf helper) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+@pytest.mark.parametrize("use_numba", [True, False])
+@pytest.mark.parametrize("m, k, n", [(3, 5, 63), (33, 70, 130)])
+def test_binary_matmul_out(monkeypatch, rng, dtype, use_numba, m, k, n):
+    a, b = _pm1(rng, (m, n)), _pm1(rng, (k, n))
+    pa, pb = BO.pack_bits(a), BO.pack_bits(b)
+    copies = pa.copy(), pb.copy()
+    out = np.full((m, k), 12345, dtype)  # stale contents must be overwritten
+    monkeypatch.setattr(BO, "USE_NUMBA", use_numba and qref.HAVE_NUMBA)
+    monkeypatch.setattr(BO, "_NUMBA_MIN_WORDS", 0)
+    got = BO.binary_matmul(pa, pb, n, out=out)
+    assert got is out and out.dtype == dtype
+    np.testing.assert_array_equal(out, a.astype(np.float64) @ b.astype(np.float64).T)
+    np.testing.assert_array_equal(out, BO.binary_matmul(pa, pb, n))
+    np.testing.assert_array_equal(pa, copies[0])
+    np.testing.assert_array_equal(pb, copies[1])
+
+
+def test_binary_matmul_out_bad():
+    p = BO.pack_bits(np.ones((2, 100)))  # (2, 2) words
+    good = np.empty((2, 2), np.int64)
+    with pytest.raises(TypeError, match="out must be a numpy array of dtype int64 or int32, got dtype float64"):
+        BO.binary_matmul(p, p, 100, out=good.astype(np.float64))
+    with pytest.raises(TypeError, match="got list"):
+        BO.binary_matmul(p, p, 100, out=[[0, 0], [0, 0]])
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 2\)"):
+        BO.binary_matmul(p, p, 100, out=np.empty((2, 3), np.int64))
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        BO.binary_matmul(p, p, 100, out=np.empty((2, 4), np.int64)[:, ::2])
+    ro = good.copy()
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        BO.binary_matmul(p, p, 100, out=ro)
+    with pytest.raises(ValueError, match="int32 holds results only for n < 2"):
+        BO.binary_matmul(p, p, 2**31, out=np.empty((2, 2), np.int32))
+    with pytest.raises(ValueError, match="must not share memory"):
+        BO.binary_matmul(p, p.copy(), 100, out=p.view(np.int64))
