@@ -86,7 +86,8 @@ def terngrad(g, *, rng=None, clip=None):
     element-wise to :math:`[-c\sigma, c\sigma]`, :math:`\sigma` the standard deviation of the
     tensor's entries (the paper's gradient clipping, Sec. 3.3, with :math:`c = 2.5`): a few
     outliers no longer set :math:`s`, so fewer entries round to zero; the result is unbiased for
-    the *clipped* gradient.
+    the *clipped* gradient. A tensor with :math:`\sigma = 0` (one entry, or all entries equal)
+    has no outlier and is not clipped.
 
     Parameters
     ----------
@@ -126,7 +127,8 @@ def terngrad(g, *, rng=None, clip=None):
     x, out = _work(g)
     if clip is not None and x.size:
         bound = clip * x.std()
-        x = np.clip(x, -bound, bound)
+        if bound > 0:  # sigma = 0: all entries equal, no outlier to clip (clipping at 0 would erase g)
+            x = np.clip(x, -bound, bound)
     s = float(np.abs(x).max(initial=0.0))
     if s == 0.0:
         return np.zeros(g.shape, dtype=out)

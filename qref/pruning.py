@@ -389,7 +389,12 @@ class ClipQQuantizer(nn.Module):
         return self.last_.w_q
 
     def backward(self, grad_out):
-        return grad_out
+        if self.last_ is None:
+            raise RuntimeError("ClipQQuantizer.backward() called before forward()")
+        g = as_float_array(grad_out, "grad_out", finite=False)
+        if g.shape != self.last_.w_q.shape:
+            raise ValueError(f"grad_out must have the shape of the forward input {self.last_.w_q.shape}, got {g.shape}")
+        return g.copy()
 
 
 # --------------------------------------------------------------------------------------

@@ -403,8 +403,9 @@ def quantize_k(r, *, bits):
     """
     bits = check_bits(bits)
     r = as_float_array(r, "r")
-    n = r.dtype.type(2**bits - 1)
-    return (np.rint(r * n) / n).astype(r.dtype, copy=False)
+    dt = np.float32 if r.dtype == np.float16 else r.dtype.type  # float16 holds no 2^16 - 1: compute in float32
+    n = dt(2**bits - 1)
+    return (np.rint(r.astype(dt, copy=False) * n) / n).astype(r.dtype, copy=False)
 
 
 class DoReFaWeight(_Quantizer):
@@ -581,6 +582,8 @@ class DoReFaGradient(_Quantizer):
         g = g.astype(dt, copy=False)
         if g.ndim == 0:
             raise ValueError("DoReFaGradient needs a batch axis (grad_out is 0-d)")
+        if g.size == 0:  # an empty batch (or empty features): nothing to quantize
+            return g.copy()
         n = 2**self.bits - 1
         m = np.abs(g).reshape(len(g), -1).max(axis=1, initial=0.0).reshape((-1,) + (1,) * (g.ndim - 1))
         safe = np.where(m > 0, m, 1).astype(dt)
