@@ -49,6 +49,8 @@ def run(n=N, k=K, repeats=REPEATS, seed=0):
                  note=f"inertia qref {inertia_q:.6g} (global optimum) vs sklearn {inertia_s:.6g}")]
 
 
+main = run
+
 if __name__ == "__main__":
     for r in run():
         print(f"{r['benchmark']:40s} {r['qref_s']:7.3f} s vs {r['baseline']} {r['baseline_s']:7.3f} s "

@@ -1,0 +1,41 @@
+"""Tests of the speed-motivated details of ``qref.vq`` (the timings themselves live in benchmarks/)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from qref import vq
+
+
+@pytest.mark.parametrize("n", [1, 7, 100_003])
+def test_weighted_sum_is_the_exact_sum_up_to_rounding(rng, n):
+    w = rng.uniform(0, 3, n)
+    d2 = rng.exponential(size=n)
+    exact = math.fsum((w * d2).tolist())  # correctly rounded sum of the (rounded) products
+    got = vq._weighted_sum(w, d2)
+    assert isinstance(got, float)
+    assert got == pytest.approx(exact, rel=1e-13)
+
+
+def test_kmeans_inertia_is_the_weighted_sum_of_squared_distances(rng):
+    # large enough (n * k * D >= _SMALL) for the numba assignment kernel and the non-BLAS sum
+    X = rng.standard_normal((4000, 8)).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, 4000)
+    km = vq.KMeans(40, init="random", max_iter=5, tol=0, rng=0).fit(X, sample_weight=w)
+    C = km.cluster_centers_.astype(np.float64)
+    d2 = ((X.astype(np.float64)[:, None, :] - C[None]) ** 2).sum(-1)
+    exact = math.fsum((w * d2.min(1)).tolist())
+    assert km.inertia_ == pytest.approx(exact, rel=1e-5)  # distances in float32
+    assert km.inertia_history_[-1] == km.inertia_
+
+
+def test_product_quantizer_fit_does_not_touch_blas_per_iteration(rng, monkeypatch):
+    # the Lloyd loop's inertia must come from the numpy sum, not from ``w @ d2`` (BLAS ddot,
+    # whose spinning OpenBLAS threads slowed the numba assignment kernel 2x on 2 cores)
+    calls = []
+    orig = vq._weighted_sum
+    monkeypatch.setattr(vq, "_weighted_sum", lambda w, d2: calls.append(w.size) or orig(w, d2))
+    X = rng.standard_normal((600, 8)).astype(np.float32)
+    vq.ProductQuantizer(M=2, Ks=16, init="random", max_iter=3, tol=0, rng=0).fit(X)
+    assert calls == [600] * (2 * (3 + 1))  # each subspace: one per iteration and the final one
