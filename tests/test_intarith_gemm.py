@@ -70,3 +70,26 @@ def test_dispatch_flag_is_consistent():
     assert isinstance(I.HAVE_MADD_KERNEL, bool)
     if not USE_NUMBA:
         assert not I.HAVE_MADD_KERNEL
+
+
+@needs_madd
+@pytest.mark.parametrize("shape", [(1, 1), (31, 33), (64, 64), (65, 130)])
+def test_packing_copy_transposes_widens_and_keeps_the_padding_zero(shape):
+    n, k = shape
+    b = _int8(np.random.default_rng(n + k), (k, n))
+    for bt in (b.T, np.ascontiguousarray(b.T), b[:, ::-1].T[::-1]):  # a view, a copy, negative strides
+        bt16 = np.zeros((n + 3, k + 5), dtype=np.int16)
+        I._pack_int16_nb(bt, bt16)
+        expected = np.zeros_like(bt16)
+        expected[:n, :k] = b.T
+        np.testing.assert_array_equal(bt16, expected)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "reversed"])
+def test_int8_gemm_any_layout_of_b_is_exact_and_untouched(layout):
+    rng = np.random.default_rng(11)
+    a, b = _int8(rng, (37, 70)), _int8(rng, (70, 45))  # above the numba threshold, padded tiles
+    bb = {"C": b, "F": np.asfortranarray(b), "reversed": b[::-1, ::-1].copy()[::-1, ::-1]}[layout]
+    before = bb.copy()
+    np.testing.assert_array_equal(I.int8_gemm(a, bb), _exact(a, b))
+    np.testing.assert_array_equal(bb, before)
