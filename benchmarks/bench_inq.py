@@ -17,32 +17,14 @@ alone with ``python benchmarks/bench_inq.py`` or through ``python benchmarks/run
 from __future__ import annotations
 
 import copy
-import time
 
 import numpy as np
 
 from qref import data, inq, nn, pruning
 
+from bench_uniform import _best_of, _row
+
 REPEATS = 5
-SETTLE_S = 0.03
-
-
-def _best_of(candidates, repeats, settle=SETTLE_S):
-    for f in candidates.values():
-        f()
-    best = dict.fromkeys(candidates, float("inf"))
-    for _ in range(repeats):
-        for name, f in candidates.items():
-            time.sleep(settle)
-            t = time.perf_counter()
-            f()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
-
-
-def _row(benchmark, qref_s, baseline, baseline_s, target=None, note=""):
-    return dict(benchmark=benchmark, qref_s=qref_s, baseline=baseline, baseline_s=baseline_s,
-                ratio=qref_s / baseline_s, target=target, note=note)
 
 
 def _trained():

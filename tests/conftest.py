@@ -28,3 +28,22 @@ settings.load_profile(os.environ.get("QREF_HYPOTHESIS_PROFILE", "ci" if os.envir
 def rng():
     """A fresh generator with a fixed seed: every test sees the same 'random' data."""
     return np.random.default_rng(20240601)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The digits data set with the default split (qref.data.load_digits), once per test module."""
+    from qref import data
+
+    return data.load_digits()
+
+
+@pytest.fixture(scope="module")
+def trained_mlp(digits):
+    """``nn.mlp((64,))`` trained 30 epochs by SGD with momentum (seed 0), once per test module."""
+    from qref import nn
+
+    net = nn.mlp((64,), rng=0)
+    nn.fit(net, digits.X_train, digits.y_train, epochs=30, progress=False, rng=0,
+           optimizer=nn.SGD(net.parameters(), lr=0.05, momentum=0.9))
+    return net

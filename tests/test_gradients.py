@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qref import data, nn
+from qref import nn
 from qref import gradients as G
 
 
@@ -33,11 +33,6 @@ def _unbiased(fn, g, var, draws=4000, z=5.0):
     mean = _mean_of_draws(fn, g, draws)
     se = np.sqrt(np.maximum(var, 1e-30) / draws)
     return bool(np.all(np.abs(mean - g) <= z * se + 1e-12))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load_digits()
 
 
 # --------------------------------------------------------------------------------------

@@ -8,26 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from qref import data, inq, nn
+from qref import inq, nn
 from qref.nonuniform import inq_exponent_range, power_of_two_levels
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return data.load_digits()
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    net = nn.mlp((64,), rng=0)
-    nn.fit(net, digits.X_train, digits.y_train, epochs=30, progress=False, rng=0,
-           optimizer=nn.SGD(net.parameters(), lr=0.05, momentum=0.9))
-    return net
-
-
-def _run(trained, digits, **kw):
+def _run(trained_mlp, digits, **kw):
     kw = {"bits": 5, "epochs": 2, "rng": 0, **kw}
-    return inq.incremental_quantization(trained, digits.X_train, digits.y_train, X_val=digits.X_test,
+    return inq.incremental_quantization(trained_mlp, digits.X_train, digits.y_train, X_val=digits.X_test,
                                         y_val=digits.y_test, **kw)
 
 
@@ -61,9 +48,9 @@ def test_level_set_hand_examples():
     assert inq_exponent_range(0.75, 5)[0] == 0 and inq_exponent_range(0.7499, 5)[0] == -1
 
 
-def test_model_exponents_match_hand_formula(trained, digits):
-    res = _run(trained, digits, bits=4, epochs=1)
-    for (n1, n2), m in zip(res.exponents, inq.weight_layers(trained)):
+def test_model_exponents_match_hand_formula(trained_mlp, digits):
+    res = _run(trained_mlp, digits, bits=4, epochs=1)
+    for (n1, n2), m in zip(res.exponents, inq.weight_layers(trained_mlp)):
         s = float(np.abs(m.weight.data).max())
         assert n1 == int(np.floor(np.log2(4 * s / 3)))
         assert n2 == n1 + 1 - 2 ** (4 - 1) // 2
@@ -155,10 +142,10 @@ def test_inq_step_quantizes_only_the_new_group(rng):
 
 
 @pytest.fixture(scope="module")
-def result5(trained, digits):
-    before = [p.data.copy() for p in trained.parameters()]
-    res = _run(trained, digits, bits=5, epochs=3)
-    for p, b in zip(trained.parameters(), before):                       # the input model is untouched
+def result5(trained_mlp, digits):
+    before = [p.data.copy() for p in trained_mlp.parameters()]
+    res = _run(trained_mlp, digits, bits=5, epochs=3)
+    for p, b in zip(trained_mlp.parameters(), before):                       # the input model is untouched
         np.testing.assert_array_equal(p.data, b)
         assert p.frozen is None
     return res
@@ -205,16 +192,16 @@ def test_five_bit_inq_close_to_float(result5):
         assert len(s.loss) == 3 and s.acc_retrained >= s.acc_quantized - 0.01
 
 
-def test_inq_beats_one_shot_at_two_bits(trained, digits):
-    res = _run(trained, digits, bits=2, epochs=3)
-    one_shot = _run(trained, digits, bits=2, portions=(1.0,))
+def test_inq_beats_one_shot_at_two_bits(trained_mlp, digits):
+    res = _run(trained_mlp, digits, bits=2, epochs=3)
+    one_shot = _run(trained_mlp, digits, bits=2, portions=(1.0,))
     assert len(one_shot.steps) == 1 and one_shot.steps[0].loss == []
     assert res.steps[-1].acc_quantized > one_shot.steps[-1].acc_quantized + 0.1   # 0.909 vs 0.667
 
 
-def test_reproducible(trained, digits):
-    a = _run(trained, digits, bits=3, epochs=1, strategy="random", rng=3)
-    b = _run(trained, digits, bits=3, epochs=1, strategy="random", rng=3)
+def test_reproducible(trained_mlp, digits):
+    a = _run(trained_mlp, digits, bits=3, epochs=1, strategy="random", rng=3)
+    b = _run(trained_mlp, digits, bits=3, epochs=1, strategy="random", rng=3)
     for x, y in zip(inq.weight_layers(a.model), inq.weight_layers(b.model)):
         np.testing.assert_array_equal(x.weight.data, y.weight.data)
     assert [s.acc_quantized for s in a.steps] == [s.acc_quantized for s in b.steps]
@@ -242,9 +229,9 @@ def test_saturation_of_grown_weights():
     ({"portions": (0.5, 0.75)}, ValueError, "end at 1.0"),
     ({"rng": -1}, ValueError, "seed must be non-negative"),
 ])
-def test_bad_arguments(trained, digits, kw, err, match):
+def test_bad_arguments(trained_mlp, digits, kw, err, match):
     with pytest.raises(err, match=match):
-        _run(trained, digits, **kw)
+        _run(trained_mlp, digits, **kw)
 
 
 def test_bad_models(digits):
@@ -283,8 +270,8 @@ def test_bad_partition_arguments():
         inq.frozen_counts(0, (1.0,))
 
 
-def test_model_copy_is_independent(trained, digits):
-    res = _run(trained, digits, bits=3, epochs=1)
-    w_before = copy.deepcopy(inq.weight_layers(trained)[0].weight.data)
+def test_model_copy_is_independent(trained_mlp, digits):
+    res = _run(trained_mlp, digits, bits=3, epochs=1)
+    w_before = copy.deepcopy(inq.weight_layers(trained_mlp)[0].weight.data)
     inq.weight_layers(res.model)[0].weight.data[...] = 0
-    np.testing.assert_array_equal(inq.weight_layers(trained)[0].weight.data, w_before)
+    np.testing.assert_array_equal(inq.weight_layers(trained_mlp)[0].weight.data, w_before)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from qref import formats, nn, uniform
-from qref.data import load_digits
 
 
 def _f64(shape, seed=0):
@@ -386,11 +385,6 @@ def test_cosine_lr():
 # --------------------------------------------------------------------------------------
 # fit
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits()
 
 
 def _small_fit(digits, seed, **kw):

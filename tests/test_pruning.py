@@ -8,24 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from qref import data, metrics, nn
+from qref import metrics, nn
 from qref import pruning as P
 
 weights = hnp.arrays(np.float64, st.integers(2, 80), elements=st.floats(-3, 3).filter(lambda v: v != 0),
                      unique=True)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load_digits()
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    net = nn.mlp((64,), rng=0)
-    nn.fit(net, digits.X_train, digits.y_train, epochs=30, progress=False, rng=0,
-           optimizer=nn.SGD(net.parameters(), lr=0.05, momentum=0.9))
-    return net
 
 
 # ---- magnitude pruning ------------------------------------------------------------------------
@@ -127,13 +114,13 @@ def test_clip_q_quantizer_module_is_straight_through(rng):
 
 
 @pytest.fixture(scope="module")
-def compressed(trained, digits):
+def compressed(trained_mlp, digits):
     kw = dict(X_val=digits.X_test, y_val=digits.y_test, lr=0.01)
-    before = [p.data.copy() for p in trained.parameters()]
-    c = P.clip_q_train(trained, digits.X_train, digits.y_train, config=[(0.9, 3), (0.5, 4)], epochs=6, **kw)
-    b = P.prune_then_quantize(trained, digits.X_train, digits.y_train, config=[(0.9, 3), (0.5, 4)],
+    before = [p.data.copy() for p in trained_mlp.parameters()]
+    c = P.clip_q_train(trained_mlp, digits.X_train, digits.y_train, config=[(0.9, 3), (0.5, 4)], epochs=6, **kw)
+    b = P.prune_then_quantize(trained_mlp, digits.X_train, digits.y_train, config=[(0.9, 3), (0.5, 4)],
                               prune_epochs=3, quantize_epochs=3, **kw)
-    for p, w in zip(trained.parameters(), before):
+    for p, w in zip(trained_mlp.parameters(), before):
         np.testing.assert_array_equal(p.data, w)
     return c, b
 
@@ -151,9 +138,9 @@ def test_clip_q_reaches_target_sparsity_and_levels(compressed):
     assert len(c.history) == 1 and len(c.history[0].val_acc) == 6 and len(b.history) == 2
 
 
-def test_clip_q_unprunes_baseline_does_not(trained, compressed):
+def test_clip_q_unprunes_baseline_does_not(trained_mlp, compressed):
     c, b = compressed
-    W0 = trained.layers[0].weight.data
+    W0 = trained_mlp.layers[0].weight.data
     first_clip = ~P.clip_q_keep(W0, p=0.9)
     came_back = (c.layers[0].w_q != 0) & first_clip
     assert came_back.sum() > 10                               # CLIP-Q: clipped weights can return
@@ -161,10 +148,10 @@ def test_clip_q_unprunes_baseline_does_not(trained, compressed):
     np.testing.assert_array_equal(b.layers[0].w_q == 0, pruned)   # baseline: pruned stays pruned
 
 
-def test_clip_q_wins_at_high_sparsity(trained, digits):
+def test_clip_q_wins_at_high_sparsity(trained_mlp, digits):
     kw = dict(X_val=digits.X_test, y_val=digits.y_test, lr=0.01)
-    c = P.clip_q_train(trained, digits.X_train, digits.y_train, config=(0.95, 3), epochs=10, **kw)
-    b = P.prune_then_quantize(trained, digits.X_train, digits.y_train, config=(0.95, 3),
+    c = P.clip_q_train(trained_mlp, digits.X_train, digits.y_train, config=(0.95, 3), epochs=10, **kw)
+    b = P.prune_then_quantize(trained_mlp, digits.X_train, digits.y_train, config=(0.95, 3),
                               prune_epochs=5, quantize_epochs=5, **kw)
     assert c.accuracy > b.accuracy + 0.03                    # measured 0.893 vs 0.796
 
@@ -240,19 +227,19 @@ def test_bad_input(call, err, match):
     ([(0.5, 3), 0.5], TypeError, r"config\[1\] must be a pair"),
     ((0.5, 9), ValueError, "config bits must be"),
 ])
-def test_bad_config(trained, digits, config, err, match):
+def test_bad_config(trained_mlp, digits, config, err, match):
     with pytest.raises(err, match=match):
-        P.clip_q_train(trained, digits.X_train, digits.y_train, config=config, epochs=1)
+        P.clip_q_train(trained_mlp, digits.X_train, digits.y_train, config=config, epochs=1)
 
 
-def test_bad_training_arguments(trained, digits):
+def test_bad_training_arguments(trained_mlp, digits):
     X, y = digits.X_train, digits.y_train
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
-        P.clip_q_train(trained, X, y, config=(0.5, 3), epochs=0)
+        P.clip_q_train(trained_mlp, X, y, config=(0.5, 3), epochs=0)
     with pytest.raises(ValueError, match="lr must be finite and > 0"):
-        P.prune_then_quantize(trained, X, y, config=(0.5, 3), lr=0.0)
+        P.prune_then_quantize(trained_mlp, X, y, config=(0.5, 3), lr=0.0)
     with pytest.raises(ValueError, match="quantize_epochs must be an integer >= 0"):
-        P.prune_then_quantize(trained, X, y, config=(0.5, 3), quantize_epochs=-1)
+        P.prune_then_quantize(trained_mlp, X, y, config=(0.5, 3), quantize_epochs=-1)
     with pytest.raises(TypeError, match="model must be a qref.nn.Module"):
         P.clip_q_train(None, X, y, config=(0.5, 3))
     with pytest.raises(ValueError, match="already has a weight_quantizer"):

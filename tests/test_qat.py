@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qref import data, intarith, nn, qat, rounding, uniform
+from qref import intarith, nn, qat, rounding, uniform
 from qref.uniform import QuantParams
 
 
@@ -28,11 +28,6 @@ def _ro(a):
     a = np.array(a)
     a.setflags(write=False)
     return a
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load_digits()
 
 
 def _train(wq, aq, digits, *, epochs=8, hidden=(64,), lr=3e-3, seed=0):
