@@ -417,7 +417,7 @@ def ap2(x):
     return np.where(x == 0, 0, np.sign(x) * np.ldexp(np.ones_like(x), e)).astype(x.dtype)
 
 
-class ShiftBatchNorm(nn.Module):
+class ShiftBatchNorm(nn._BatchNorm):
     r"""Shift-based batch normalization (Courbariaux et al. 2016, the shift-based batch normalizing transform), with its backward.
 
     Per channel, over a minibatch of :math:`m` values (all axes but the channel axis 1):
@@ -482,23 +482,11 @@ class ShiftBatchNorm(nn.Module):
            [-1.]])
     """
 
-    _buffers = ("running_mean", "running_var")
-
     def __init__(self, num_features, *, momentum=0.1, eps=1e-5):
-        super().__init__()
-        self.num_features = check_positive(num_features, "num_features", integer=True)
-        self.momentum = check_real(momentum, "momentum")
-        if not 0 <= self.momentum <= 1:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        self.eps = float(check_positive(eps, "eps"))
-        self.weight = nn.Parameter(np.ones(self.num_features, np.float32), name="weight", decay=False)   # gamma
-        self.bias = nn.Parameter(np.zeros(self.num_features, np.float32), name="bias", decay=False)      # beta
-        self.running_mean = np.zeros(self.num_features, np.float32)
-        self.running_var = np.ones(self.num_features, np.float32)
+        # parameters (gamma, beta), running statistics and their checks as nn.BatchNorm1d/2d
+        super().__init__(num_features, momentum=momentum, eps=eps)
+        self.eps = float(self.eps)
         self._cache = None
-
-    def extra_repr(self):
-        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
 
     def _check(self, x):
         x = _input(x)

@@ -404,6 +404,16 @@ class _Estimator:
         return X
 
 
+def _check_codes(codes, k, *, columns=None, columns_name="M"):
+    """``codes`` as an integer array with values in [0, k) (and ``columns`` columns if given)."""
+    codes = as_int_array(codes, "codes")
+    if columns is not None and (codes.ndim != 2 or codes.shape[1] != columns):
+        raise ValueError(f"codes must have shape (N, {columns_name}={columns}), got {codes.shape}")
+    if codes.size and (codes.min() < 0 or codes.max() >= k):
+        raise ValueError(f"codes must be in [0, {k - 1}], got values in [{codes.min()}, {codes.max()}]")
+    return codes
+
+
 def _as_2d(X, name="X"):
     if hasattr(X, "toarray") and hasattr(X, "nnz"):  # a scipy.sparse matrix or array
         raise TypeError(f"{name} is a sparse matrix, and sparse input is not supported; "
@@ -754,10 +764,7 @@ class KMeans(_Estimator):
     def decode(self, codes):
         """Codewords of the codes: shape ``codes.shape + (n_features,)``, dtype of the fitted X."""
         self._check_fitted("cluster_centers_")
-        codes = as_int_array(codes, "codes")
-        k = self.cluster_centers_.shape[0]
-        if codes.size and (codes.min() < 0 or codes.max() >= k):
-            raise ValueError(f"codes must be in [0, {k - 1}], got values in [{codes.min()}, {codes.max()}]")
+        codes = _check_codes(codes, self.cluster_centers_.shape[0])
         return self.cluster_centers_[codes]
 
     #: alias of :meth:`encode` (NOT scikit-learn's distances; see the class docstring)
@@ -1219,12 +1226,8 @@ class ProductQuantizer(_Estimator):
     def decode(self, codes):
         """Reconstruction, shape (N, D), dtype of the fitted X, from codes of shape (N, M)."""
         self._check_fitted("codewords_")
-        codes = as_int_array(codes, "codes")
         M, Ks, Ds = self.codewords_.shape
-        if codes.ndim != 2 or codes.shape[1] != M:
-            raise ValueError(f"codes must have shape (N, M={M}), got {codes.shape}")
-        if codes.size and (codes.min() < 0 or codes.max() >= Ks):
-            raise ValueError(f"codes must be in [0, {Ks - 1}], got values in [{codes.min()}, {codes.max()}]")
+        codes = _check_codes(codes, Ks, columns=M)
         # codewords_[m, codes[:, m]] for every m: (N, M, Ds) -> (N, D)
         return self.codewords_[np.arange(M)[None, :], codes].reshape(codes.shape[0], M * Ds)
 
@@ -1245,10 +1248,8 @@ class ProductQuantizer(_Estimator):
     def asymmetric_distances(self, query, codes):
         """Asymmetric squared distances (Jégou et al. 2011, ADC) of ``query`` to encoded rows: (N,) float64."""
         T = self.distance_table(query)
-        codes = as_int_array(codes, "codes")
         M = T.shape[0]
-        if codes.ndim != 2 or codes.shape[1] != M:
-            raise ValueError(f"codes must have shape (N, M={M}), got {codes.shape}")
+        codes = _check_codes(codes, T.shape[1], columns=M)
         return T[np.arange(M)[None, :], codes].sum(1)
 
 
@@ -1412,12 +1413,8 @@ class ResidualQuantizer(_Estimator):
     def decode(self, codes):
         """Reconstruction, shape (N, D), dtype of the fitted X: the sum of the stages' codewords."""
         self._check_fitted("codebooks_")
-        codes = as_int_array(codes, "codes")
         M, K, D = self.codebooks_.shape
-        if codes.ndim != 2 or codes.shape[1] != M:
-            raise ValueError(f"codes must have shape (N, M={M}), got {codes.shape}")
-        if codes.size and (codes.min() < 0 or codes.max() >= K):
-            raise ValueError(f"codes must be in [0, {K - 1}], got values in [{codes.min()}, {codes.max()}]")
+        codes = _check_codes(codes, K, columns=M)
         cw = self.codebooks_.astype(np.float64)[np.arange(M)[None, :], codes]  # [n][m][d]
         return cw.sum(1).astype(self.codebooks_.dtype)
 
@@ -1556,12 +1553,8 @@ class LloydMaxQuantizer(_Estimator):
     def decode(self, codes):
         """Values, shape of ``codes``, dtype of the fitted X."""
         self._check_fitted("levels_")
-        codes = as_int_array(codes, "codes")
         F, n = self.levels_.shape
-        if codes.ndim != 2 or codes.shape[1] != F:
-            raise ValueError(f"codes must have shape (N, n_features={F}), got {codes.shape}")
-        if codes.size and (codes.min() < 0 or codes.max() >= n):
-            raise ValueError(f"codes must be in [0, {n - 1}], got values in [{codes.min()}, {codes.max()}]")
+        codes = _check_codes(codes, n, columns=F, columns_name="n_features")
         return self.levels_[np.arange(F)[None, :], codes]
 
     transform = encode
