@@ -54,6 +54,7 @@ from __future__ import annotations
 import heapq
 import inspect
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -93,12 +94,27 @@ __all__ = [
 #     cost(l, i) = sum_{p=l..i} w_p (v_p - mean_{l..i})^2 = SS - S^2 / W  (prefix sums),
 # the recursion of Wang and Song (2011) is
 #     D[1][i] = cost(0, i),    D[j][i] = min_{j-1 <= l <= i} D[j-1][l-1] + cost(l, i).
-# The best l, opt_j(i), is non-decreasing in i (the cost is a Monge array), so a layer can be
-# computed by divide and conquer: solve the middle i, then the left half searches l only up
-# to opt(mid) and the right half only from opt(mid): O(m log m) per layer instead of O(m^2).
-# It is also non-decreasing in j, opt_{j-1}(i) <= opt_j(i) (the gain of one more cluster,
-# D[j-1][i] - D[j][i], grows with i), so each search also starts no lower than the previous
-# layer's best start for the same i: ~10-20% fewer cost evaluations for k = 16.
+# The matrix M[i, l] = D[j-1][l-1] + cost(l, i) is Monge (Gronlund et al. 2017): for l1 < l2
+# and i1 < i2, M[i2, l2] - M[i2, l1] <= M[i1, l2] - M[i1, l1], so once a later start l2 beats
+# an earlier l1 at some row it beats it at every later row, and the best l, opt_j(i), is
+# non-decreasing in i. Three ways to fill a layer with that:
+#
+# * _dp_quadratic: try every l for every i, O(m^2). The readable definition, for checking.
+# * _dp_dc_numpy: divide and conquer, O(m log m): solve the middle row, then the rows above
+#   search l only up to its opt and the rows below only from it. Also opt_{j-1}(i) <= opt_j(i)
+#   (the gain of one more cluster grows with i), so each search starts no lower than the
+#   previous layer's best start for the same row. Breadth first, vectorized: the numpy twin.
+# * _dp_queue_kernel: one sweep down the rows, O(m), with the queue of Hirschberg and Larmore
+#   (1987): the starts that can still be best for some later row, each with the first row
+#   where it takes over from the one before it. A new start i joins at the back (after
+#   removing the starts it beats from their own takeover row on); the front is the answer.
+#   About 6 comparisons per row here, against ~20 cost evaluations per row for divide and
+#   conquer, and the comparisons need no division. The numba kernel.
+#
+# On top of either fast layer, kmeans_1d_optimal meets in the middle: the first ceil(k/2)
+# clusters are solved on prefixes (forward) and the last floor(k/2) on suffixes (the same
+# program on the reversed, negated values), and the best split point joins them. The two
+# halves are independent, so with numba they run on two threads.
 
 
 def _cost(W, S, Q, l, i):
@@ -108,7 +124,9 @@ def _cost(W, S, Q, l, i):
     return (Q[i + 1] - Q[l]) - s * s / w
 
 
-_cost_nb = njit(_cost)
+def _first_layer(W, S, Q):
+    """D[1][i] = cost(0, i) for every i: one cluster holding points 0..i."""
+    return Q[1:] - S[1:] * S[1:] / W[1:]
 
 
 def _dp_quadratic(W, S, Q, k):
@@ -119,7 +137,7 @@ def _dp_quadratic(W, S, Q, k):
     """
     m = W.size - 1
     B = np.zeros((k, m), dtype=np.int64)
-    D = _cost(W, S, Q, np.zeros(m, dtype=np.int64), np.arange(m))  # layer j = 1
+    D = _first_layer(W, S, Q)
     for j in range(2, k + 1):
         Dn = np.full(m, np.inf)
         for i in range(j - 1, m):
@@ -137,12 +155,12 @@ def _dp_dc_numpy(W, S, Q, k):
     All the subproblems ``(ilo, ihi, optlo, opthi)`` at one depth of the recursion are solved
     together: their middle points' candidate ranges ``l in [optlo, min(opthi, mid)]`` are laid
     end to end in one flat array, the costs evaluated at once, and the first minimum of each
-    segment found with ``np.minimum.reduceat``. Same arithmetic and same tie rule (smallest l)
-    as the numba twin :func:`_dp_dc_kernel`.
+    segment found with ``np.minimum.reduceat``. Tie rule: the smallest l, as in
+    :func:`_dp_quadratic`.
     """
     m = W.size - 1
     B = np.zeros((k, m), dtype=np.int64)
-    D = _cost(W, S, Q, np.zeros(m, dtype=np.int64), np.arange(m))
+    D = _first_layer(W, S, Q)
     for j in range(2, k + 1):
         Dn = np.full(m, np.inf)
         ilo = np.array([j - 1]); ihi = np.array([m - 1])
@@ -171,56 +189,141 @@ def _dp_dc_numpy(W, S, Q, k):
     return B, D
 
 
-@njit
-def _dp_dc_kernel(W, S, Q, k):  # pragma: no cover - compiled (tests run it under NUMBA_DISABLE_JIT too)
-    """Numba twin of :func:`_dp_dc_numpy`: the same recursion, depth first with an explicit stack."""
+@njit(inline="always", error_model="numpy")
+def _later_wins(E, W, S, c, b, r):  # pragma: no cover - compiled (tests run it under NUMBA_DISABLE_JIT too)
+    """Start c beats the earlier start b at row r, compared without a division.
+
+    With ``E[l] = D[j-1][l-1] - Q[l]`` (the ``Q[r+1]`` of both costs cancels), ``c`` wins when
+    ``E[c] - s_c^2 / w_c < E[b] - s_b^2 / w_b``; both sides are multiplied by ``w_c w_b > 0``.
+    """
+    sc = S[r + 1] - S[c]
+    wc = W[r + 1] - W[c]
+    sb = S[r + 1] - S[b]
+    wb = W[r + 1] - W[b]
+    return (E[c] - E[b]) * wc * wb < sc * sc * wb - sb * sb * wc
+
+
+@njit(error_model="numpy")
+def _dp_queue_kernel(W, S, Q, k):  # pragma: no cover - compiled (tests run it under NUMBA_DISABLE_JIT too)
+    """The same program as :func:`_dp_dc_numpy`, each layer in one O(m) sweep with a queue.
+
+    ``queue[head:tail]`` holds candidate starts in increasing order, ``takeover[q]`` the first
+    row at which ``queue[q]`` beats ``queue[q-1]`` (increasing too). Ties keep the earlier
+    start, the smallest-l rule of the other twins.
+    """
     m = W.size - 1
-    B = np.zeros((k, m), dtype=np.int64)
+    B = np.zeros((k, m), dtype=np.int32)
     D = np.empty(m)
     for i in range(m):
-        D[i] = _cost_nb(W, S, Q, 0, i)
+        D[i] = (Q[i + 1]) - S[i + 1] * S[i + 1] / W[i + 1]
     Dn = np.empty(m)
-    stack = np.empty((4 * (64 + 2), 4), dtype=np.int64)
+    E = np.empty(m)
+    queue = np.empty(m, dtype=np.int64)
+    takeover = np.empty(m, dtype=np.int64)
+    last = m - 1
     for j in range(2, k + 1):
-        for i in range(m):
-            Dn[i] = np.inf
-        top = 0
-        stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = j - 1, m - 1, j - 1, m - 1
-        top = 1
-        while top > 0:
-            top -= 1
-            ilo, ihi, olo, ohi = stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3]
-            mid = (ilo + ihi) // 2
-            lo = max(olo, B[j - 2, mid])  # the previous layer's best start bounds this one
-            hi = min(ohi, mid)
-            best = np.inf
-            arg = lo
-            for l in range(lo, hi + 1):
-                c = D[l - 1] + _cost_nb(W, S, Q, l, mid)
-                if c < best:
-                    best = c
-                    arg = l
-            Dn[mid] = best
-            B[j - 1, mid] = arg
-            if mid + 1 <= ihi:
-                stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3] = mid + 1, ihi, arg, ohi
-                top += 1
-            if mid - 1 >= ilo:
-                stack[top, 0], stack[top, 1], stack[top, 2], stack[top, 3] = ilo, mid - 1, olo, arg
-                top += 1
-        for i in range(m):
+        for l in range(j - 1, m):
+            E[l] = D[l - 1] - Q[l]
+        head = 0
+        tail = 0
+        for i in range(j - 1, m):
+            c = i  # the start that becomes possible at row i (a cluster of point i alone)
+            # drop the starts c beats from their own takeover row on: they are never best again
+            while tail > head and _later_wins(E, W, S, c, queue[tail - 1], max(takeover[tail - 1], i)):
+                tail -= 1
+            if tail == head:
+                queue[tail] = c
+                takeover[tail] = i
+                tail += 1
+            else:
+                # c loses at lo; find the first row where it wins: step out, then bisect
+                b = queue[tail - 1]
+                lo = max(takeover[tail - 1], i)
+                hi = lo + 1
+                step = 1
+                while True:
+                    if hi >= last:
+                        hi = last
+                        found = hi > lo and _later_wins(E, W, S, c, b, hi)
+                        break
+                    if _later_wins(E, W, S, c, b, hi):
+                        found = True
+                        break
+                    lo = hi
+                    step = step + 1 if step < 8 else 2 * step
+                    hi = lo + step
+                if found:  # c never wins before the last row otherwise: it is never best
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        if _later_wins(E, W, S, c, b, mid):
+                            hi = mid
+                        else:
+                            lo = mid
+                    queue[tail] = c
+                    takeover[tail] = hi
+                    tail += 1
+            if tail - head >= 2 and takeover[head + 1] <= i:
+                head += 1  # takeover rows are distinct: at most one handover per row
+            l = queue[head]
+            B[j - 1, i] = l
+            s = S[i + 1] - S[l]
+            w = W[i + 1] - W[l]
+            Dn[i] = D[l - 1] + ((Q[i + 1] - Q[l]) - s * s / w)
+        for i in range(j - 1, m):
             D[i] = Dn[i]
     return B, D
 
 
-def _backtrack(B, m, k):
-    """Cluster index of each of the m sorted points from the table of best starts."""
-    labels = np.empty(m, dtype=np.int64)
-    i = m - 1
+def _backtrack(B, n, k):
+    """Cluster index of each of the first n sorted points, in k clusters, from the table of best starts."""
+    labels = np.empty(n, dtype=np.int64)
+    i = n - 1
     for j in range(k, 0, -1):
         l = int(B[j - 1, i]) if j > 1 else 0
         labels[l:i + 1] = j - 1
         i = l - 1
+    return labels
+
+
+def _prefix_sums(c, w):
+    """Prefix sums W, S, Q of w, w c, w c^2 with a leading zero: d(l, i) in O(1)."""
+    zero = np.zeros(1)
+    return (np.concatenate((zero, np.cumsum(w))), np.concatenate((zero, np.cumsum(w * c))),
+            np.concatenate((zero, np.cumsum(w * c * c))))
+
+
+_LAYERS = {"quadratic": _dp_quadratic, "dc": _dp_dc_numpy, "queue": _dp_queue_kernel}
+_THREADS_FROM = 20_000  # distinct values; below this two threads cost more than they save
+
+
+def _optimal_runs(c, w, k, method):
+    """Cluster index of each of the m sorted, distinct, centred values ``c`` (weights ``w``).
+
+    Meets in the middle: the first ``k1 = ceil(k/2)`` clusters on every prefix (forward), the
+    last ``k2 = k - k1`` on every suffix (the same program on ``-c`` reversed), then the split
+    point ``p`` (last point of the forward part) that minimizes ``F[k1][p] + G[k2][p + 1]``;
+    the first one on a tie. ``"quadratic"`` fills one forward table, the plain definition.
+    """
+    m = c.size
+    layers = _LAYERS[method]
+    if method == "quadratic" or k == 1:
+        B, _ = layers(*_prefix_sums(c, w), k)
+        return _backtrack(B, m, k)
+    k1 = (k + 1) // 2
+    k2 = k - k1
+    forward = (*_prefix_sums(c, w), k1)
+    backward = (*_prefix_sums(-c[::-1], w[::-1]), k2)
+    if method == "queue" and USE_NUMBA and m >= _THREADS_FROM:  # the kernel releases the GIL
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            f, g = pool.submit(layers, *forward), pool.submit(layers, *backward)
+            (Bf, F), (Bg, G) = f.result(), g.result()
+    else:
+        (Bf, F), (Bg, G) = layers(*forward), layers(*backward)
+    p = np.arange(k1 - 1, m - k2)  # the suffix p+1..m-1 is the reversed prefix 0..m-2-p
+    p = int(p[np.argmin(F[p] + G[m - 2 - p])])
+    labels = np.empty(m, dtype=np.int64)
+    labels[:p + 1] = _backtrack(Bf, p + 1, k1)
+    labels[p + 1:] = (k - 1 - _backtrack(Bg, m - 1 - p, k2))[::-1]
     return labels
 
 
@@ -243,14 +346,19 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
         d(l, i) = \sum_{p=l}^{i} w_p x_p^2 - \frac{\big(\sum_{p=l}^{i} w_p x_p\big)^2}{\sum_{p=l}^{i} w_p},
 
     with :math:`d(l, i)` in O(1) from prefix sums of :math:`w, wx, wx^2` (computed on data
-    centred at its weighted mean, to limit cancellation). Because the best :math:`l` is
-    non-decreasing in :math:`i`, each layer is solved by divide and conquer in
-    :math:`O(m \log m)` (``method="dc"``, the default) rather than :math:`O(m^2)`
-    (``method="quadratic"``), for :math:`m` distinct values: :math:`O(n \log n + k\,m \log m)`
-    in all. Duplicate values are merged into one weighted point first.
+    centred at its weighted mean, to limit cancellation), for :math:`m` distinct values
+    (duplicates are merged into one weighted point first). The best :math:`l` is
+    non-decreasing in :math:`i` (the matrix of the minimization is Monge; Grønlund et al.
+    2017), so a layer needs far fewer than the :math:`O(m^2)` evaluations of the plain program
+    (``method="quadratic"``): :math:`O(m \log m)` by divide and conquer (``"dc"``, in numpy)
+    or :math:`O(m)` in one sweep with the queue of Hirschberg and Larmore (1987) (``"queue"``,
+    in numba). The first :math:`\lceil k/2 \rceil` clusters are solved on prefixes and the
+    others on suffixes, which meet at the best split point; with numba the two halves run on
+    two threads.
 
-    The ``"dc"`` method runs a numba kernel when numba is available, a breadth-first numpy twin
-    otherwise (same arithmetic and tie rule, so the same result).
+    ``"auto"`` is ``"queue"`` when numba is available and ``"dc"`` otherwise. All methods
+    minimize the same objective: their inertias agree to rounding, and so do their
+    clusterings unless two clusterings tie (to rounding), when either may be returned.
 
     Parameters
     ----------
@@ -261,9 +369,9 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
     sample_weight : array_like of float, shape ``x.shape``, optional
         Non-negative weights (default 1); at least ``k`` distinct values must have weight > 0.
         Zero-weight values are assigned to the nearest center but do not move it.
-    method : {"auto", "dc", "quadratic"}
-        ``"auto"`` is ``"dc"``; ``"quadratic"`` is the plain :math:`O(k m^2)` program (for
-        checking).
+    method : {"auto", "queue", "dc", "quadratic"}
+        The program filling each layer (see above). ``"queue"`` without numba runs as plain
+        Python, slowly; ``"quadratic"`` is :math:`O(k m^2)`, for checking on small inputs.
 
     Returns
     -------
@@ -287,6 +395,12 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
     Wang and Song (2011), "Ckmeans.1d.dp: optimal k-means clustering in one dimension by
     dynamic programming", The R Journal 3(2), 29-33.
 
+    Grønlund, Larsen, Mathiasen, Nielsen, Schneider and Song (2017), "Fast exact k-means,
+    k-medians and Bregman divergence clustering in 1D", arXiv:1701.07204.
+
+    Hirschberg and Larmore (1987), "The least weight subsequence problem", SIAM Journal on
+    Computing 16(4), 628-638.
+
     Examples
     --------
     >>> centers, labels, inertia = kmeans_1d_optimal(np.array([1.0, 2.0, 3.0, 10.0, 11.0, 30.0]), 3)
@@ -295,10 +409,14 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
     """
     x = as_float_array(x, "x", allow_empty=False)
     k = check_int(k, "k", low=1)
-    check_choice(method, "method", ("auto", "dc", "quadratic"))
+    check_choice(method, "method", ("auto", "queue", "dc", "quadratic"))
+    if method == "auto":
+        method = "queue" if USE_NUMBA else "dc"
     xf = x.astype(np.float64, copy=False).ravel()
     if sample_weight is None:
-        wf = np.ones(xf.size)
+        wf = None
+        v, counts = np.unique(xf, return_counts=True)  # sorted distinct values
+        w = counts.astype(np.float64)
     else:
         wf = as_float_array(sample_weight, "sample_weight").astype(np.float64, copy=False)
         if wf.shape != x.shape:
@@ -306,8 +424,8 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
         wf = wf.ravel()
         if (wf < 0).any():
             raise ValueError(f"sample_weight must be >= 0, got a minimum of {wf.min()!r}")
-    v, inv = np.unique(xf, return_inverse=True)  # sorted distinct values; x = v[inv]
-    w = np.bincount(inv, weights=wf, minlength=v.size)
+        v, inv = np.unique(xf, return_inverse=True)  # x = v[inv]
+        w = np.bincount(inv, weights=wf, minlength=v.size)
     keep = w > 0
     m = int(keep.sum())
     if k > m:
@@ -316,21 +434,13 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
     vk, wk = v[keep], w[keep]
     mu = float(np.sum(wk * vk) / np.sum(wk))
     c = vk - mu  # centred: the prefix sums stay small, d(l, i) loses less to cancellation
-    W = np.concatenate(([0.0], np.cumsum(wk)))
-    S = np.concatenate(([0.0], np.cumsum(wk * c)))
-    Q = np.concatenate(([0.0], np.cumsum(wk * c * c)))
-    if method == "quadratic":
-        B, _ = _dp_quadratic(W, S, Q, k)
-    elif USE_NUMBA:
-        B, _ = _dp_dc_kernel(W, S, Q, k)
-    else:
-        B, _ = _dp_dc_numpy(W, S, Q, k)
-    lab = _backtrack(B, m, k)
+    lab = _optimal_runs(c, wk, k, method)
     centers = np.bincount(lab, weights=wk * c, minlength=k) / np.bincount(lab, weights=wk, minlength=k) + mu
-    # every distinct value (zero-weight ones included) goes to the nearest center
-    lab_all = _nearest(v, centers)
-    labels = lab_all[inv].astype(_index_dtype(k)).reshape(x.shape)
-    inertia = float(np.sum(wf * (xf - centers[lab_all[inv]]) ** 2))
+    # every value (zero-weight ones included) goes to the nearest center
+    lab_x = _nearest(xf, centers)
+    err = (xf - centers[lab_x]) ** 2
+    inertia = float(np.sum(err if wf is None else wf * err))
+    labels = lab_x.astype(_index_dtype(k)).reshape(x.shape)
     return centers.astype(x.dtype), labels, inertia
 
 

@@ -41,22 +41,50 @@ def test_equals_brute_force(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_twins_and_quadratic_agree(seed):
+def test_layer_programs_agree(seed):
     r = np.random.default_rng(seed)
     x = r.laplace(size=257)
     W, S, Q = _prefix(x)
     for k in (1, 2, 5, 9):
         Bq, Dq = vq._dp_quadratic(W, S, Q, k)
         Bn, Dn = vq._dp_dc_numpy(W, S, Q, k)
-        Bk, Dk = vq._dp_dc_kernel(W, S, Q, k)
-        # numba twin and numpy twin: same arithmetic and tie rule -> identical tables
-        assert np.array_equal(Bn, Bk) and np.array_equal(Dn, Dk)
-        # divide and conquer solves the same program as the plain O(k m^2) one
-        np.testing.assert_allclose(Dn[-1], Dq[-1], rtol=1e-12)
-        assert np.array_equal(vq._backtrack(Bn, x.size, k), vq._backtrack(Bq, x.size, k))
-        c1 = vq.kmeans_1d_optimal(x, k, method="dc")
-        c2 = vq.kmeans_1d_optimal(x, k, method="quadratic")
-        assert c1[2] == pytest.approx(c2[2], rel=1e-12)
+        Bk, Dk = vq._dp_queue_kernel(W, S, Q, k)
+        # every row of every layer: the same best start (smallest l) and the same cost
+        for j in range(2, k + 1):
+            assert np.array_equal(Bq[j - 1, j - 1:], Bn[j - 1, j - 1:])
+            assert np.array_equal(Bq[j - 1, j - 1:], Bk[j - 1, j - 1:])
+        np.testing.assert_allclose(Dn[k - 1:], Dq[k - 1:], rtol=1e-12)
+        np.testing.assert_allclose(Dk[k - 1:], Dq[k - 1:], rtol=1e-12)
+        inertias = [vq.kmeans_1d_optimal(x, k, method=m)[2] for m in ("queue", "dc", "quadratic")]
+        assert inertias == pytest.approx([inertias[2]] * 3, rel=1e-12)
+
+
+@pytest.mark.parametrize("x, k", [([0.0, 1.0, 2.0], 2), (np.arange(12.0), 4), (np.arange(12.0), 5),
+                                  (np.arange(9.0), 2)])
+def test_exact_ties_take_the_smallest_start(x, k):
+    # small integers whose costs are computed exactly, so tied clusterings tie exactly (e.g.
+    # {0}{1, 2} and {0, 1}{2}); every program keeps the first (smallest) start of the last
+    # cluster. (Where a division rounds, a tie may be broken either way by the rounding.)
+    W, S, Q = _prefix(np.asarray(x))
+    tables = [f(W, S, Q, k)[0] for f in (vq._dp_quadratic, vq._dp_dc_numpy, vq._dp_queue_kernel)]
+    for B in tables[1:]:
+        for j in range(2, k + 1):
+            assert np.array_equal(B[j - 1, j - 1:], tables[0][j - 1, j - 1:])
+    runs = [vq.kmeans_1d_optimal(np.asarray(x), k, method=m) for m in ("queue", "dc")]
+    assert np.array_equal(runs[0][1], runs[1][1]) and runs[0][2] == runs[1][2]
+
+
+def test_meet_in_the_middle_on_two_threads(rng):
+    # >= 20,000 distinct values: the forward and backward halves run on two threads
+    x = np.concatenate([rng.standard_normal(15_000), 4 + 0.5 * rng.laplace(size=10_000)])
+    for k in (2, 7):
+        c1, l1, i1 = vq.kmeans_1d_optimal(x, k, method="queue")
+        c2, l2, i2 = vq.kmeans_1d_optimal(x, k, method="dc")
+        assert i1 == pytest.approx(i2, rel=1e-12) and np.array_equal(l1, l2)
+        np.testing.assert_allclose(c1, c2, rtol=1e-12)
+        # the split is a true optimum: no single center move or boundary shift improves it
+        lloyd = vq.KMeans(k, init=c1.reshape(-1, 1), tol=0).fit(x.reshape(-1, 1))
+        assert lloyd.inertia_ >= i1 * (1 - 1e-12)
 
 
 def test_never_worse_than_lloyd(rng):
