@@ -21,6 +21,7 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.inq`       Incremental Network Quantization: partition, quantize to powers of two, freeze, retrain
 - :mod:`qref.pruning`   magnitude pruning, CLIP-Q (pruning and quantization in parallel), sparse storage
 - :mod:`qref.gradients` quantized gradients: TernGrad, QSGD, 1-bit SGD, error feedback, simulated data-parallel training
+- :mod:`qref.lowprec`   low-precision training: WAGE (integer W, A, G, E), Range BN and gradient bifurcation (Banner et al. 2018)
 - :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
 - :mod:`qref.data`      synthetic weights, the digits data set, the reference model
 - :mod:`qref.widgets`   interactive figures that work live and in the static book
@@ -30,11 +31,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import allocation, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, metrics, nn, nonuniform, pruning, qat, rounding, theory, uniform, vq
+from . import allocation, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, lowprec, metrics, nn, nonuniform, pruning, qat, rounding, theory, uniform, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "allocation", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "metrics", "nn", "nonuniform", "pruning", "qat", "rounding", "theory", "uniform", "vq",
+    "allocation", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "lowprec", "metrics", "nn", "nonuniform", "pruning", "qat", "rounding", "theory", "uniform", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]
