@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba import USE_NUMBA, njit, prange
+from ._numba import USE_NUMBA, njit, prange, tile_intrinsic
 from ._validation import check_int
 
 __all__ = ["WORD_BITS", "num_words", "pack_bits", "unpack_bits", "binary_matmul"]
@@ -324,68 +324,47 @@ _MAX_VECS = 31  #: vectors summed in byte lanes before they could overflow (31 *
 _BLOCK_BYTES = 1 << 18  #: bytes of b reused from cache (L2) while every row of a streams over them (256 kB measured best)
 
 if USE_NUMBA:
-    from llvmlite import ir as _ir
-    from numba.core import cgutils as _cgutils
-    from numba.core import types as _types
-    from numba.extending import intrinsic as _intrinsic
 
-    @_intrinsic
-    def _xor_popcount_tile(typingctx, a, b, i0, j0):
-        """For r < _TILE_A, c < _TILE_B: popcount(a[i0 + r] ^ b[j0 + c]), a tuple, row of a major.
-
-        ``a`` and ``b`` are C-contiguous with a multiple of 4 words per row; the rows must exist.
-        """
+    def _xor_popcount_body(t):
+        """LLVM IR of :func:`_xor_popcount_tile` (``t``: a :class:`qref._numba.TileCodegen`)."""
+        ir, cgutils, builder, const = t.ir, t.cgutils, t.builder, t.const
         count = _TILE_A * _TILE_B
-        sig = _types.UniTuple(_types.int64, count)(a, b, i0, j0)
+        i8, i16, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(64)
+        bytes32, words4, shorts32 = ir.VectorType(i8, 32), ir.VectorType(i64, 4), ir.VectorType(i16, 32)
+        ctpop = t.function("llvm.ctpop.v32i8", bytes32, [bytes32])
+        hsum = t.function("llvm.vector.reduce.add.v32i16", i16, [shorts32])
+        acc = [cgutils.alloca_once(builder, bytes32) for _ in range(count)]  # byte-lane counts
+        total = [cgutils.alloca_once_value(builder, const(0)) for _ in range(count)]
 
-        def codegen(context, builder, signature, args):
-            i8, i16, i64 = _ir.IntType(8), _ir.IntType(16), _ir.IntType(64)
-            bytes32, words4, shorts32 = _ir.VectorType(i8, 32), _ir.VectorType(i64, 4), _ir.VectorType(i16, 32)
-            const = lambda v: _ir.Constant(i64, v)  # noqa: E731
-            arr_a = context.make_array(signature.args[0])(context, builder, args[0])
-            arr_b = context.make_array(signature.args[1])(context, builder, args[1])
-            w = builder.extract_value(arr_a.shape, 1)  # words per row
-            nvec = builder.sdiv(w, const(_VEC_WORDS))
-            i0, j0 = (context.cast(builder, x, t, _types.int64) for x, t in zip(args[2:], signature.args[2:]))
+        def load(ptr, word):  # 4 words from ptr + word, as 32 bytes
+            return builder.bitcast(t.load(ptr, word, words4, align=8), bytes32)
 
-            def row(arr, first, d):  # pointer to word 0 of row first + d
-                return builder.gep(arr.data, [builder.mul(builder.add(first, const(d)), w)])
+        # chunks of at most _MAX_VECS vectors, so that no byte lane overflows
+        with cgutils.for_range_slice(builder, const(0), t.nvec, const(_MAX_VECS)) as (v0, _):
+            v1 = builder.add(v0, const(_MAX_VECS))
+            v1 = builder.select(builder.icmp_signed("<", v1, t.nvec), v1, t.nvec)
+            for slot in acc:
+                builder.store(ir.Constant(bytes32, None), slot)
+            with cgutils.for_range_slice(builder, v0, v1, const(1)) as (v, _):
+                word = builder.mul(v, const(_VEC_WORDS))
+                va = [load(p, word) for p in t.rows_a]  # loaded once, used _TILE_B times
+                for c in range(_TILE_B):
+                    vb = load(t.rows_b[c], word)
+                    for r in range(_TILE_A):
+                        bits = builder.call(ctpop, [builder.xor(va[r], vb)])  # 32 byte counts, each <= 8
+                        slot = acc[r * _TILE_B + c]
+                        builder.store(builder.add(builder.load(slot), bits), slot)
+            # once per chunk and pair: widen the 32 byte counts to 16 bits and add them up
+            for slot, tot in zip(acc, total):
+                part = builder.zext(builder.call(hsum, [builder.zext(builder.load(slot), shorts32)]), i64)
+                builder.store(builder.add(builder.load(tot), part), tot)
+        return [builder.load(x) for x in total]
 
-            rows_a = [row(arr_a, i0, r) for r in range(_TILE_A)]
-            rows_b = [row(arr_b, j0, c) for c in range(_TILE_B)]
-            mod = builder.module
-            ctpop = _cgutils.get_or_insert_function(mod, _ir.FunctionType(bytes32, [bytes32]), "llvm.ctpop.v32i8")
-            hsum = _cgutils.get_or_insert_function(mod, _ir.FunctionType(i16, [shorts32]),
-                                                   "llvm.vector.reduce.add.v32i16")
-            acc = [_cgutils.alloca_once(builder, bytes32) for _ in range(count)]  # byte-lane counts
-            total = [_cgutils.alloca_once_value(builder, const(0)) for _ in range(count)]
-
-            def load(ptr, word):  # 4 words from ptr + word, as 32 bytes
-                vec = builder.load(builder.bitcast(builder.gep(ptr, [word]), words4.as_pointer()), align=8)
-                return builder.bitcast(vec, bytes32)
-
-            # chunks of at most _MAX_VECS vectors, so that no byte lane overflows
-            with _cgutils.for_range_slice(builder, const(0), nvec, const(_MAX_VECS)) as (v0, _):
-                v1 = builder.add(v0, const(_MAX_VECS))
-                v1 = builder.select(builder.icmp_signed("<", v1, nvec), v1, nvec)
-                for slot in acc:
-                    builder.store(_ir.Constant(bytes32, None), slot)
-                with _cgutils.for_range_slice(builder, v0, v1, const(1)) as (v, _):
-                    word = builder.mul(v, const(_VEC_WORDS))
-                    va = [load(p, word) for p in rows_a]  # loaded once, used _TILE_B times
-                    for c in range(_TILE_B):
-                        vb = load(rows_b[c], word)
-                        for r in range(_TILE_A):
-                            bits = builder.call(ctpop, [builder.xor(va[r], vb)])  # 32 byte counts, each <= 8
-                            slot = acc[r * _TILE_B + c]
-                            builder.store(builder.add(builder.load(slot), bits), slot)
-                # once per chunk and pair: widen the 32 byte counts to 16 bits and add them up
-                for slot, tot in zip(acc, total):
-                    part = builder.zext(builder.call(hsum, [builder.zext(builder.load(slot), shorts32)]), i64)
-                    builder.store(builder.add(builder.load(tot), part), tot)
-            return context.make_tuple(builder, signature.return_type, [builder.load(t) for t in total])
-
-        return sig, codegen
+    #: ``_xor_popcount_tile(a, b, i0, j0)``: for r < _TILE_A, c < _TILE_B, popcount(a[i0 + r] ^ b[j0 + c]),
+    #: a tuple, row of a major. ``a`` and ``b`` are C-contiguous with a multiple of 4 words per row; the
+    #: rows must exist.
+    _xor_popcount_tile = tile_intrinsic("_xor_popcount_tile", tile_a=_TILE_A, tile_b=_TILE_B, result="int64",
+                                        vector_elems=_VEC_WORDS, body=_xor_popcount_body)
 
 else:  # numba missing or NUMBA_DISABLE_JIT=1: the kernel below runs as Python
 

@@ -29,7 +29,6 @@ out of scope.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -574,8 +573,9 @@ def fit_data_parallel(model, X, y, *, workers, epochs, optimizer, quantizer=None
                       batch_size=64, rng=0, X_val=None, y_val=None, loss=None, packed=False):
     r"""Train ``model`` by simulated data-parallel SGD with quantized gradients.
 
-    Each step takes the next minibatch (the same shuffling as :func:`qref.nn.fit` with the
-    same ``rng``) and splits it into ``workers`` shards (:func:`numpy.array_split`). Worker
+    The training loop is :func:`qref.nn.fit`'s (the same shuffling with the same ``rng``, the
+    same History entries), with its ``gradient`` hook replaced: each step takes the next
+    minibatch and splits it into ``workers`` shards (:func:`numpy.array_split`). Worker
     :math:`k` computes the gradient :math:`g_k` of the mean loss on its shard and sends
     :math:`Q(g_k)` (or :math:`\Delta_k` of its own :class:`ErrorFeedback` per parameter);
     the server averages, weighting by shard size,
@@ -663,7 +663,6 @@ def fit_data_parallel(model, X, y, *, workers, epochs, optimizer, quantizer=None
         raise TypeError(f"quantizer must be None, a method name or a callable (g, *, rng), got {type(quantizer).__name__}")
     if not hasattr(quantizer, "bits"):
         raise TypeError("quantizer must have a bits(shape) method to count the message (use GradientQuantizer)")
-    loss_fn = nn.SoftmaxCrossEntropy() if loss is None else loss
     rng = check_rng(rng)
     noise_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])   # leaves rng's stream alone
     params = model.parameters()
@@ -672,45 +671,38 @@ def fit_data_parallel(model, X, y, *, workers, epochs, optimizer, quantizer=None
     history = DataParallelHistory(bits_per_step=per_worker * workers,
                                   fp32_bits_per_step=workers * 32 * sum(p.data.size for p in params))
     total_bits = 0
-    with nn._blas_limit(1), np.errstate(over="ignore", invalid="ignore"):
-        for _ in range(epochs):
-            t0 = time.perf_counter()
-            model.train()
-            order = rng.permutation(len(X))
-            total_loss = total_correct = 0.0
-            for start in range(0, len(X), batch_size):
-                idx = order[start:start + batch_size]
-                avg = [np.zeros(p.data.shape) for p in params]
-                for k, shard in enumerate(np.array_split(idx, workers)):
-                    if len(shard) == 0:
-                        continue
-                    xb, yb = X[shard], y[shard]
-                    logits = model(xb)
-                    total_loss += loss_fn.forward(logits, yb) * len(shard)
-                    total_correct += np.count_nonzero(logits.argmax(axis=1) == yb)
-                    model.zero_grad()
-                    model.backward(loss_fn.backward())
-                    if not all(np.isfinite(p.grad).all() for p in params):
-                        history.diverged = True
-                        break
-                    w = len(shard) / len(idx)
-                    for j, p in enumerate(params):
-                        avg[j] += w * send[k][j](p.grad, rng=noise_rng)
-                    total_bits += per_worker
-                if history.diverged or not all(np.isfinite(g).all() for g in avg):
-                    history.diverged = True
-                    break
-                for p, g in zip(params, avg):
-                    p.grad[...] = g
-                optimizer.step()
-            if history.diverged:
-                history.loss.append(float("nan"))
-                break
-            history.loss.append(total_loss / len(X))
-            history.train_acc.append(total_correct / len(X))
-            if X_val is not None:
-                history.val_acc.append(nn.accuracy(model, X_val, y_val))
-            history.seconds.append(time.perf_counter() - t0)
-            history.bits.append(total_bits)
-    model.eval()
+
+    def gradient(model, xb, yb, loss_fn):
+        """nn.fit's per-minibatch hook: each worker backpropagates its shard, the server averages Q(g_k)."""
+        nonlocal total_bits
+        avg = [np.zeros(p.data.shape) for p in params]
+        batch_loss = batch_correct = 0.0
+        for k, shard in enumerate(np.array_split(np.arange(len(yb)), workers)):
+            if len(shard) == 0:
+                continue
+            shard_loss, shard_correct = nn.backprop(model, xb[shard], yb[shard], loss_fn)
+            batch_loss += shard_loss
+            batch_correct += shard_correct
+            if not all(np.isfinite(p.grad).all() for p in params):
+                history.diverged = True
+                raise nn.StopTraining            # nn.fit skips the step, records loss NaN and returns
+            w = len(shard) / len(yb)
+            for j, p in enumerate(params):
+                avg[j] += w * send[k][j](p.grad, rng=noise_rng)
+            total_bits += per_worker
+        if not all(np.isfinite(g).all() for g in avg):
+            history.diverged = True
+            raise nn.StopTraining
+        for p, g in zip(params, avg):
+            p.grad[...] = g
+        return batch_loss, batch_correct
+
+    def record_bits(epoch, model, fit_history):
+        history.bits.append(total_bits)
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        fitted = nn.fit(model, X, y, epochs=epochs, optimizer=optimizer, batch_size=batch_size, rng=rng,
+                        X_val=X_val, y_val=y_val, progress=False, callback=record_bits, loss=loss, gradient=gradient)
+    for name in ("loss", "train_acc", "val_acc", "seconds"):
+        setattr(history, name, getattr(fitted, name))
     return history

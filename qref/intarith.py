@@ -60,7 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import uniform as _uniform
-from ._numba import USE_NUMBA, njit, prange
+from ._numba import USE_NUMBA, njit, prange, tile_intrinsic
 from ._validation import as_float_array, as_int_array, check_bool, check_int, check_real
 
 __all__ = [
@@ -482,55 +482,32 @@ def _host_has_avx2():
 HAVE_MADD_KERNEL = USE_NUMBA and _host_has_avx2()  #: the VPMADDWD kernel is used (numba on an AVX2 host)
 
 if HAVE_MADD_KERNEL:  # pragma: no cover - compiled
-    from llvmlite import ir as _ir
-    from numba.core import cgutils as _cgutils
-    from numba.core import types as _types
-    from numba.extending import intrinsic as _intrinsic
 
-    @_intrinsic
-    def _madd_tile(typingctx, a, b, i0, j0):
-        """For r < _MADD_A, c < _MADD_B: sum_j a[i0 + r, j] * b[j0 + c, j] in int32, a tuple, row of a major.
-
-        ``a`` and ``b`` are C-contiguous int16 with the same multiple of 16 columns; the rows must exist.
-        """
+    def _madd_body(t):
+        """LLVM IR of :func:`_madd_tile` (``t``: a :class:`qref._numba.TileCodegen`)."""
+        ir, cgutils, builder, const = t.ir, t.cgutils, t.builder, t.const
         count = _MADD_A * _MADD_B
-        sig = _types.UniTuple(_types.int32, count)(a, b, i0, j0)
+        i16, i32 = ir.IntType(16), ir.IntType(32)
+        v16, v8 = ir.VectorType(i16, _MADD_VEC), ir.VectorType(i32, _MADD_VEC // 2)
+        madd = t.function("llvm.x86.avx2.pmadd.wd", v8, [v16, v16])
+        hsum = t.function("llvm.vector.reduce.add.v8i32", i32, [v8])
+        acc = [cgutils.alloca_once_value(builder, ir.Constant(v8, None)) for _ in range(count)]
 
-        def codegen(context, builder, signature, args):
-            i16, i32, i64 = _ir.IntType(16), _ir.IntType(32), _ir.IntType(64)
-            v16, v8 = _ir.VectorType(i16, _MADD_VEC), _ir.VectorType(i32, _MADD_VEC // 2)
-            const = lambda v: _ir.Constant(i64, v)  # noqa: E731
-            arr_a = context.make_array(signature.args[0])(context, builder, args[0])
-            arr_b = context.make_array(signature.args[1])(context, builder, args[1])
-            k = builder.extract_value(arr_a.shape, 1)  # int16 values per row
-            nvec = builder.sdiv(k, const(_MADD_VEC))
-            i0, j0 = (context.cast(builder, x, t, _types.int64) for x, t in zip(args[2:], signature.args[2:]))
+        with cgutils.for_range(builder, t.nvec) as loop:
+            offset = builder.mul(loop.index, const(_MADD_VEC))
+            va = [t.load(p, offset, v16, align=2) for p in t.rows_a]  # loaded once, used _MADD_B times
+            for c in range(_MADD_B):
+                vb = t.load(t.rows_b[c], offset, v16, align=2)
+                for r in range(_MADD_A):
+                    slot = acc[r * _MADD_B + c]  # 8 int32 partial sums
+                    builder.store(builder.add(builder.load(slot), builder.call(madd, [va[r], vb])), slot)
+        return [builder.call(hsum, [builder.load(slot)]) for slot in acc]
 
-            def row(arr, first, d):  # pointer to element 0 of row first + d
-                return builder.gep(arr.data, [builder.mul(builder.add(first, const(d)), k)])
-
-            rows_a = [row(arr_a, i0, r) for r in range(_MADD_A)]
-            rows_b = [row(arr_b, j0, c) for c in range(_MADD_B)]
-            mod = builder.module
-            madd = _cgutils.get_or_insert_function(mod, _ir.FunctionType(v8, [v16, v16]), "llvm.x86.avx2.pmadd.wd")
-            hsum = _cgutils.get_or_insert_function(mod, _ir.FunctionType(i32, [v8]), "llvm.vector.reduce.add.v8i32")
-            acc = [_cgutils.alloca_once_value(builder, _ir.Constant(v8, None)) for _ in range(count)]
-
-            def load(ptr, offset):  # 16 int16 from ptr + offset
-                return builder.load(builder.bitcast(builder.gep(ptr, [offset]), v16.as_pointer()), align=2)
-
-            with _cgutils.for_range(builder, nvec) as loop:
-                offset = builder.mul(loop.index, const(_MADD_VEC))
-                va = [load(p, offset) for p in rows_a]  # loaded once, used _MADD_B times
-                for c in range(_MADD_B):
-                    vb = load(rows_b[c], offset)
-                    for r in range(_MADD_A):
-                        slot = acc[r * _MADD_B + c]  # 8 int32 partial sums
-                        builder.store(builder.add(builder.load(slot), builder.call(madd, [va[r], vb])), slot)
-            sums = [builder.call(hsum, [builder.load(slot)]) for slot in acc]
-            return context.make_tuple(builder, signature.return_type, sums)
-
-        return sig, codegen
+    #: ``_madd_tile(a, b, i0, j0)``: for r < _MADD_A, c < _MADD_B, sum_j a[i0 + r, j] * b[j0 + c, j] in int32,
+    #: a tuple, row of a major. ``a`` and ``b`` are C-contiguous int16 with the same multiple of 16 columns;
+    #: the rows must exist.
+    _madd_tile = tile_intrinsic("_madd_tile", tile_a=_MADD_A, tile_b=_MADD_B, result="int32",
+                                vector_elems=_MADD_VEC, body=_madd_body)
 
     _MADD_CHUNK = 8  #: row tiles (32 rows of a) per parallel work item
 
@@ -1138,7 +1115,7 @@ class IntegerCNN:
 
 def _parse_cnn(model):
     """Group a qref.nn.Sequential into weight layers: (layer, bn or None, relu, pool k or 0)."""
-    from . import nn  # deferred: intarith does not need the training code otherwise
+    from . import nn, qat  # deferred: intarith does not need the training code otherwise
 
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"model must be a qref.nn.Sequential (e.g. qref.nn.small_cnn()), got {type(model).__name__}")
@@ -1148,19 +1125,23 @@ def _parse_cnn(model):
         if isinstance(m, nn.Flatten):
             i += 1
             continue
-        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+        if not isinstance(m, (nn.Conv2d, nn.Linear, qat.FoldedConv2dBN, qat.FoldedLinearBN)):
             raise TypeError(f"model.layers[{i}] ({type(m).__name__}) is not supported: expected Conv2d "
-                            "[BatchNorm2d] [ReLU] [MaxPool2d] blocks, Flatten and Linear [BatchNorm1d] [ReLU] layers")
-        if m.weight_quantizer is not None:
+                            "[BatchNorm2d] [ReLU] [MaxPool2d] blocks (or FoldedConv2dBN [ReLU] [MaxPool2d]), "
+                            "Flatten and Linear [BatchNorm1d] [ReLU] (or FoldedLinearBN [ReLU]) layers")
+        if getattr(m, "weight_quantizer", None) is not None:
             raise ValueError(f"model.layers[{i}] has a weight_quantizer: "
                              "integer_cnn quantizes the float weights itself")
-        bn_cls = nn.BatchNorm2d if isinstance(m, nn.Conv2d) else nn.BatchNorm1d
+        conv = isinstance(m, (nn.Conv2d, qat.FoldedConv2dBN))
+        bn_cls = nn.BatchNorm2d if conv else nn.BatchNorm1d
         bn, relu, pool, j = None, False, 0, i + 1
-        if j < len(layers) and isinstance(layers[j], bn_cls):
+        if isinstance(m, (qat.FoldedConv2dBN, qat.FoldedLinearBN)):
+            bn = m  # its own batch norm, folded with its running statistics
+        elif j < len(layers) and isinstance(layers[j], bn_cls):
             bn, j = layers[j], j + 1
         if j < len(layers) and isinstance(layers[j], nn.ReLU):
             relu, j = True, j + 1
-        if isinstance(m, nn.Conv2d) and j < len(layers) and isinstance(layers[j], nn.MaxPool2d):
+        if conv and j < len(layers) and isinstance(layers[j], nn.MaxPool2d):
             pool, j = layers[j].kernel_size, j + 1
         groups.append((m, bn, relu, pool, j))  # j: the index after the group
         i = j
@@ -1186,6 +1167,12 @@ def integer_cnn(model, X_calib, *, bits=8, per_channel=True):
     Supported layers: ``Conv2d [BatchNorm2d] [ReLU] [MaxPool2d]`` blocks, ``Flatten`` and
     ``Linear [BatchNorm1d] [ReLU]``, the last a ``Linear`` without ReLU. Max pooling is done
     on the codes (exact, since dequantization is increasing), so it needs no parameters.
+    A :class:`qref.qat.FoldedConv2dBN` (or :class:`qref.qat.FoldedLinearBN`) stands for a
+    convolution (linear layer) with its batch norm: it is folded with its running statistics,
+    so with ``per_channel=False`` and the layer's ``bits`` the weight codes are those of the
+    fake-quantized weights it used in evaluation mode (folded in float64 here, in the
+    layer's dtype there: a code could differ only at a rounding tie). The activation ranges
+    still come from ``X_calib`` (min-max), not from training.
 
     Parameters
     ----------
@@ -1257,8 +1244,10 @@ def integer_cnn(model, X_calib, *, bits=8, per_channel=True):
     out_layers = []
     for idx, (m, bn, relu, pool, _) in enumerate(groups):
         w = m.weight.data.astype(np.float64)
-        b = None if m.bias is None else m.bias.data.astype(np.float64)
-        if bn is not None:
+        b = None if getattr(m, "bias", None) is None else m.bias.data.astype(np.float64)
+        if bn is m:  # FoldedConv2dBN / FoldedLinearBN: gamma and beta are the layer's own
+            w, b = fold_batch_norm(w, None, m.gamma.data, m.beta.data, m.running_mean, m.running_var, eps=m.eps)
+        elif bn is not None:
             w, b = fold_batch_norm(w, b, bn.weight.data, bn.bias.data, bn.running_mean, bn.running_var, eps=bn.eps)
         if b is None:
             b = np.zeros(w.shape[0])
@@ -1275,7 +1264,7 @@ def integer_cnn(model, X_calib, *, bits=8, per_channel=True):
             except ValueError as exc:
                 raise ValueError(f"layer {idx}, output channel {c}: {exc}") from None
         m0, shift = (np.array(v, dtype=np.int64) for v in zip(*mult))
-        conv = type(m).__name__ == "Conv2d"
+        conv = hasattr(m, "kernel_size")  # Conv2d or FoldedConv2dBN
         out_layers.append(IntegerLayer(
             kind="conv" if conv else "linear", weight_codes=wq, weight_params=p_w, bias_codes=bq,
             multiplier=m0, shift=shift, input_params=act[idx], output_params=act[idx + 1], relu=relu,

@@ -44,8 +44,8 @@ from ._validation import (
 __all__ = [
     "Parameter", "Module", "Sequential", "Linear", "Conv2d", "ReLU", "ReLU6", "Flatten",
     "BatchNorm1d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "FakeQuantize", "SoftmaxCrossEntropy",
-    "SGD", "Adam", "History", "fit", "cosine_lr", "accuracy", "predict", "numerical_gradient", "gradcheck",
-    "mlp", "small_cnn",
+    "SGD", "Adam", "History", "StopTraining", "backprop", "fit", "cosine_lr", "accuracy", "predict",
+    "numerical_gradient", "gradcheck", "mlp", "small_cnn",
 ]
 
 
@@ -1149,8 +1149,63 @@ def _progress(iterable, enabled):
     return iterable
 
 
+class StopTraining(Exception):
+    """Raise it in :func:`fit`'s ``gradient`` hook or ``callback`` to end training early.
+
+    From ``gradient`` it stops in the middle of an epoch: the minibatch gets no optimizer step,
+    and the epoch's ``loss`` entry is NaN (no other entry is recorded for it). From
+    ``callback`` it stops after the epoch, which is recorded in full. Either way :func:`fit`
+    returns the :class:`History` so far, with the model in evaluation mode.
+    """
+
+
+def backprop(model, x, y, loss, *, zero_grad=None):
+    r"""Forward, loss and backward pass on one minibatch: the gradient lands in ``.grad``.
+
+    Computes ``logits = model(x)`` and the loss, then clears the gradients (``zero_grad()``,
+    default ``model.zero_grad``) and backpropagates :math:`\partial L/\partial\,\text{logits}`,
+    so that each Parameter's ``.grad`` holds the gradient of the mean loss over ``x``. The body
+    of :func:`fit`'s minibatch loop (without the optimizer step); a ``gradient`` hook of
+    :func:`fit` may call it on parts of the minibatch (as :func:`qref.gradients.fit_data_parallel`
+    does for each worker's shard).
+
+    Parameters
+    ----------
+    model : Module
+        In the mode it is in (:func:`fit` sets training mode).
+    x : ndarray of float, shape (m, ...)
+        Inputs; not checked (use :func:`fit` for checked inputs).
+    y : ndarray of int, shape (m,)
+    loss : object with ``forward(logits, y) -> float`` and ``backward()``, e.g. :class:`SoftmaxCrossEntropy`
+    zero_grad : None or callable
+        Clears the gradients before the backward pass; None calls ``model.zero_grad()``.
+        :func:`fit` passes ``optimizer.zero_grad``.
+
+    Returns
+    -------
+    loss_sum : float
+        The mean loss times ``len(y)`` (so that sums over minibatches divide by the examples).
+    n_correct : int
+        Examples whose largest logit is the label.
+
+    Examples
+    --------
+    >>> net = Sequential(Linear(2, 2, rng=0))
+    >>> x, y = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32), np.array([0, 1])
+    >>> loss_sum, n_correct = backprop(net, x, y, SoftmaxCrossEntropy())
+    >>> round(loss_sum / 2, 4) == round(SoftmaxCrossEntropy().forward(net(x), y), 4), net[0].weight.grad.shape
+    (True, (2, 2))
+    """
+    logits = model(x)
+    loss_sum = loss.forward(logits, y) * len(y)
+    n_correct = np.count_nonzero(logits.argmax(axis=1) == y)
+    (model.zero_grad if zero_grad is None else zero_grad)()
+    model.backward(loss.backward())
+    return loss_sum, n_correct
+
+
 def fit(model, X, y, *, epochs, optimizer, batch_size=64, rng=0, X_val=None, y_val=None, progress=True,
-        callback=None, loss=None, drop_last=False, blas_threads=1):
+        callback=None, loss=None, drop_last=False, blas_threads=1, gradient=None):
     r"""Train ``model`` by minibatch gradient descent; return the per-epoch :class:`History`.
 
     Each epoch visits the training set once in a random order drawn from ``rng``, in
@@ -1186,6 +1241,16 @@ def fit(model, X, y, *, epochs, optimizer, batch_size=64, rng=0, X_val=None, y_v
         the setting alone). One is the default: the matrices of small networks are too small
         for a second thread to pay for its synchronization, and on a busy machine a spinning
         BLAS thread slows training several-fold.
+    gradient : None or callable ``(model, xb, yb, loss) -> (loss_sum, n_correct)``
+        A per-minibatch hook that replaces the forward and backward pass: it must leave the
+        gradient to apply in each Parameter's ``.grad`` and return the minibatch's summed loss
+        and number of correct predictions (as :func:`backprop` does, and may be used to do);
+        ``fit`` then calls ``optimizer.step()``. With a hook, ``fit`` does not call
+        ``optimizer.zero_grad()`` (the hook clears what it needs), so the optimizer needs only
+        ``step()``. It may raise :class:`StopTraining`. None (default) is
+        ``backprop(model, xb, yb, loss, zero_grad=optimizer.zero_grad)``.
+        :func:`qref.gradients.fit_data_parallel` uses it to split each minibatch among
+        simulated workers and quantize their gradients.
 
     Returns
     -------
@@ -1212,8 +1277,11 @@ def fit(model, X, y, *, epochs, optimizer, batch_size=64, rng=0, X_val=None, y_v
     X, y = _check_xy(X, y, "X", "y")
     epochs = check_positive(epochs, "epochs", integer=True)
     batch_size = check_positive(batch_size, "batch_size", integer=True)
-    if not (hasattr(optimizer, "step") and hasattr(optimizer, "zero_grad")):
-        raise TypeError(f"optimizer must have step() and zero_grad(), got {type(optimizer).__name__}")
+    if gradient is not None and not callable(gradient):
+        raise TypeError(f"gradient must be callable or None, got {type(gradient).__name__}")
+    if not (hasattr(optimizer, "step") and (gradient is not None or hasattr(optimizer, "zero_grad"))):
+        needs = "step()" if gradient is not None else "step() and zero_grad()"
+        raise TypeError(f"optimizer must have {needs}, got {type(optimizer).__name__}")
     if (X_val is None) != (y_val is None):
         raise ValueError("X_val and y_val must be given together")
     if X_val is not None:
@@ -1230,7 +1298,7 @@ def fit(model, X, y, *, epochs, optimizer, batch_size=64, rng=0, X_val=None, y_v
         blas_threads = check_positive(blas_threads, "blas_threads", integer=True)
     with _blas_limit(blas_threads):
         return _fit(model, X, y, epochs, optimizer, batch_size, rng, X_val, y_val, progress, callback, loss_fn,
-                    drop_last)
+                    drop_last, gradient)
 
 
 def _blas_limit(threads):
@@ -1245,7 +1313,8 @@ def _blas_limit(threads):
     return contextlib.nullcontext()
 
 
-def _fit(model, X, y, epochs, optimizer, batch_size, rng, X_val, y_val, progress, callback, loss_fn, drop_last):
+def _fit(model, X, y, epochs, optimizer, batch_size, rng, X_val, y_val, progress, callback, loss_fn, drop_last,
+         gradient):
     """The training loop of :func:`fit` (arguments already checked)."""
 
     history = History()
@@ -1257,15 +1326,20 @@ def _fit(model, X, y, epochs, optimizer, batch_size, rng, X_val, y_val, progress
         model.train()
         order = rng.permutation(n)
         total_loss = total_correct = 0.0
-        for start in range(0, n_used, batch_size):
-            idx = order[start:start + batch_size]
-            xb, yb = X[idx], y[idx]
-            logits = model(xb)
-            total_loss += loss_fn.forward(logits, yb) * len(idx)
-            total_correct += np.count_nonzero(logits.argmax(axis=1) == yb)
-            optimizer.zero_grad()
-            model.backward(loss_fn.backward())
-            optimizer.step()
+        try:
+            for start in range(0, n_used, batch_size):
+                idx = order[start:start + batch_size]
+                xb, yb = X[idx], y[idx]
+                if gradient is None:
+                    batch_loss, batch_correct = backprop(model, xb, yb, loss_fn, zero_grad=optimizer.zero_grad)
+                else:
+                    batch_loss, batch_correct = gradient(model, xb, yb, loss_fn)
+                total_loss += batch_loss
+                total_correct += batch_correct
+                optimizer.step()
+        except StopTraining:
+            history.loss.append(float("nan"))
+            break
         history.loss.append(total_loss / n_used)
         history.train_acc.append(total_correct / n_used)
         if X_val is not None:
@@ -1277,7 +1351,10 @@ def _fit(model, X, y, epochs, optimizer, batch_size, rng, X_val, y_val, progress
                 post["val_acc"] = f"{history.val_acc[-1]:.4f}"
             bar.set_postfix(post)
         if callback is not None:
-            callback(epoch, model, history)
+            try:
+                callback(epoch, model, history)
+            except StopTraining:
+                break
     model.eval()
     return history
 

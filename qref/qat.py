@@ -83,7 +83,7 @@ from ._validation import (
     check_real,
     check_rng,
 )
-from .nn import Linear, Module, Parameter, ReLU, Sequential
+from .nn import Conv2d, Linear, Module, Parameter, ReLU, Sequential, _col2im, _im2col
 
 __all__ = [
     "MASK_CONVENTIONS",
@@ -106,6 +106,7 @@ __all__ = [
     "EMAFakeQuantize",
     "MinMaxFakeQuantize",
     "FoldedLinearBN",
+    "FoldedConv2dBN",
     "jacob_mlp",
     "integer_mlp_from_qat",
 ]
@@ -1133,7 +1134,77 @@ class MinMaxFakeQuantize(_Quantizer):
         return np.where(ste_mask(self._x, self._params), g, 0).astype(self._x.dtype, copy=False)
 
 
-class FoldedLinearBN(Module):
+class _FoldedBN(Module):
+    r"""Batch norm folded into fake-quantized weights: the math :class:`FoldedLinearBN` and
+    :class:`FoldedConv2dBN` share (see :class:`FoldedLinearBN` for the formulas).
+
+    It works on *rows*: ``x2d`` of shape (m, K) and the weight as an (out, K) matrix, so that
+    :math:`y_0 = x_\mathrm{2d} W^\top` has one column per output channel and the batch
+    statistics of a channel are over the m rows of its column. For a linear layer the rows are
+    the examples; for a convolution they are the im2col patches, one per example and output
+    pixel, so the statistics are over :math:`(n, H_\mathrm{out}, W_\mathrm{out})`, as in
+    :class:`qref.nn.BatchNorm2d`. A subclass sets ``weight`` and calls :meth:`_init_bn`.
+    """
+
+    _buffers = ("running_mean", "running_var")
+    _rows = "examples per batch"  #: what the rows are, for the error message
+
+    def _init_bn(self, out_channels, bits, momentum, eps):
+        self.gamma = Parameter(np.ones(out_channels, np.float32), name="gamma", decay=False)
+        self.beta = Parameter(np.zeros(out_channels, np.float32), name="beta", decay=False)
+        self.running_mean = np.zeros(out_channels, np.float32)
+        self.running_var = np.ones(out_channels, np.float32)
+        self.bits = check_bits(bits, low=2)
+        self.momentum = check_real(momentum, "momentum")
+        if not 0 < self.momentum <= 1:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        self.eps = check_positive(eps, "eps")
+
+    def folded(self):
+        """The folded weights and bias with the running statistics: ``(w_fold, b_fold)``."""
+        return _intarith.fold_batch_norm(self.weight.data, None, self.gamma.data, self.beta.data,
+                                         self.running_mean, self.running_var, eps=self.eps)
+
+    def _fold_forward(self, x, W):
+        """``x @ FQ(W_fold).T + b_fold`` for rows ``x`` (m, K) and the weight matrix ``W`` (out, K)."""
+        W = W.astype(x.dtype, copy=False)
+        if self.training:
+            if len(x) < 2:
+                raise ValueError(f"batch normalization in training mode needs at least 2 {self._rows}")
+            y0 = x @ W.T
+            mu, var = y0.mean(axis=0), y0.var(axis=0)
+            n = len(x)
+            m = self.momentum
+            self.running_mean = ((1 - m) * self.running_mean + m * mu).astype(self.running_mean.dtype)
+            self.running_var = ((1 - m) * self.running_var + m * var * n / (n - 1)).astype(self.running_var.dtype)
+            w_fold, b_fold = _intarith.fold_batch_norm(W, None, self.gamma.data, self.beta.data, mu, var, eps=self.eps)
+            sigma = np.sqrt(var.astype(np.float64) + self.eps)
+            self._yhat = ((y0 - mu) / sigma).astype(x.dtype)
+            self._sigma = sigma
+        else:
+            w_fold, b_fold = _intarith.fold_batch_norm(W, None, self.gamma.data, self.beta.data,
+                                                       self.running_mean, self.running_var, eps=self.eps)
+            self._sigma = np.sqrt(self.running_var.astype(np.float64) + self.eps)
+            self._yhat = ((x @ W.T - self.running_mean) / self._sigma).astype(x.dtype)
+        w_hat = _uniform.fake_quantize(w_fold, _weight_params(w_fold, self.bits))
+        self._x, self._W, self._delta, self._train = x, W, w_hat - w_fold, self.training
+        return (x @ w_hat.T + b_fold).astype(x.dtype, copy=False)
+
+    def _fold_backward(self, g):
+        """Gradients for rows: accumulate gamma's and beta's, return ``(dL/dW, dL/dx)`` as matrices."""
+        x, W, yhat = self._x, self._W, self._yhat
+        k = (self.gamma.data / self._sigma).astype(x.dtype)
+        self.beta.grad += g.sum(axis=0)
+        self.gamma.grad += (g * yhat).sum(axis=0)
+        if self._train:
+            n = len(g)
+            dy0 = k / n * (n * g - g.sum(axis=0) - yhat * (g * yhat).sum(axis=0))
+        else:  # running statistics are constants
+            dy0 = k * g
+        return dy0.T @ x, (dy0 @ W + g @ self._delta).astype(x.dtype, copy=False)
+
+
+class FoldedLinearBN(_FoldedBN):
     r"""A linear layer followed by batch normalization, trained *folded* and fake-quantized.
 
     The quantization-aware training graph of Jacob et al. (2018), Sec. 3.2 and Fig. C.8.
@@ -1176,6 +1247,10 @@ class FoldedLinearBN(Module):
     rng : None, int or numpy.random.Generator
         He initialization of :math:`W`; :math:`\gamma = 1`, :math:`\beta = 0`.
 
+    See Also
+    --------
+    FoldedConv2dBN : the same for a convolution (per output channel).
+
     Attributes
     ----------
     weight : Parameter (out, in)
@@ -1190,71 +1265,131 @@ class FoldedLinearBN(Module):
     (array([0., 0.], dtype=float32), array([1., 1.], dtype=float32))
     """
 
-    _buffers = ("running_mean", "running_var")
-
     def __init__(self, in_features, out_features, *, bits=8, momentum=0.1, eps=1e-5, rng=None):
         super().__init__()
         lin = Linear(in_features, out_features, bias=False, rng=rng)
         self.in_features, self.out_features = lin.in_features, lin.out_features
         self.weight = lin.weight
-        self.gamma = Parameter(np.ones(self.out_features, np.float32), name="gamma", decay=False)
-        self.beta = Parameter(np.zeros(self.out_features, np.float32), name="beta", decay=False)
-        self.running_mean = np.zeros(self.out_features, np.float32)
-        self.running_var = np.ones(self.out_features, np.float32)
-        self.bits = check_bits(bits, low=2)
-        self.momentum = check_real(momentum, "momentum")
-        if not 0 < self.momentum <= 1:
-            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
-        self.eps = check_positive(eps, "eps")
+        self._init_bn(self.out_features, bits, momentum, eps)
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bits={self.bits}"
-
-    def folded(self):
-        """The folded weights and bias with the running statistics: ``(w_fold, b_fold)``."""
-        return _intarith.fold_batch_norm(self.weight.data, None, self.gamma.data, self.beta.data,
-                                         self.running_mean, self.running_var, eps=self.eps)
 
     def forward(self, x):
         x = as_float_array(x, "x", allow_0d=False)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (n, {self.in_features}), got {x.shape}")
-        W = self.weight.data.astype(x.dtype, copy=False)
-        if self.training:
-            if len(x) < 2:
-                raise ValueError("batch normalization in training mode needs at least 2 examples per batch")
-            y0 = x @ W.T
-            mu, var = y0.mean(axis=0), y0.var(axis=0)
-            n = len(x)
-            m = self.momentum
-            self.running_mean = ((1 - m) * self.running_mean + m * mu).astype(self.running_mean.dtype)
-            self.running_var = ((1 - m) * self.running_var + m * var * n / (n - 1)).astype(self.running_var.dtype)
-            w_fold, b_fold = _intarith.fold_batch_norm(W, None, self.gamma.data, self.beta.data, mu, var, eps=self.eps)
-            sigma = np.sqrt(var.astype(np.float64) + self.eps)
-            self._yhat = ((y0 - mu) / sigma).astype(x.dtype)
-            self._sigma = sigma
-        else:
-            w_fold, b_fold = _intarith.fold_batch_norm(W, None, self.gamma.data, self.beta.data,
-                                                       self.running_mean, self.running_var, eps=self.eps)
-            self._sigma = np.sqrt(self.running_var.astype(np.float64) + self.eps)
-            self._yhat = ((x @ W.T - self.running_mean) / self._sigma).astype(x.dtype)
-        w_hat = _uniform.fake_quantize(w_fold, _weight_params(w_fold, self.bits))
-        self._x, self._W, self._delta, self._train = x, W, w_hat - w_fold, self.training
-        return (x @ w_hat.T + b_fold).astype(x.dtype, copy=False)
+        return self._fold_forward(x, self.weight.data)
 
     def backward(self, grad_out):
         g = as_float_array(grad_out, "grad_out", finite=False)
-        x, W, yhat = self._x, self._W, self._yhat
-        k = (self.gamma.data / self._sigma).astype(x.dtype)
-        self.beta.grad += g.sum(axis=0)
-        self.gamma.grad += (g * yhat).sum(axis=0)
-        if self._train:
-            n = len(g)
-            dy0 = k / n * (n * g - g.sum(axis=0) - yhat * (g * yhat).sum(axis=0))
-        else:  # running statistics are constants
-            dy0 = k * g
-        self.weight.grad += dy0.T @ x
-        return (dy0 @ W + g @ self._delta).astype(x.dtype, copy=False)
+        grad_w, dx = self._fold_backward(g)
+        self.weight.grad += grad_w
+        return dx
+
+
+class FoldedConv2dBN(_FoldedBN):
+    r"""A 2-d convolution followed by batch normalization, trained *folded* and fake-quantized.
+
+    The convolutional form of :class:`FoldedLinearBN` (Jacob et al. 2018, Sec. 3.2 and
+    Fig. C.8, drawn there for a convolution). The batch norm is folded per output channel
+    :math:`o`,
+
+    .. math::
+
+        W_{\mathrm{fold},o} = \frac{\gamma_o}{\sqrt{\sigma_{B,o}^2 + \varepsilon}}\,W_o, \quad
+        b_{\mathrm{fold},o} = \beta_o - \frac{\gamma_o\,\mu_{B,o}}{\sqrt{\sigma_{B,o}^2 + \varepsilon}}, \quad
+        y = \hat W_\mathrm{fold} * x + b_\mathrm{fold},\ \ \hat W_\mathrm{fold} = \mathrm{FQ}(W_\mathrm{fold}),
+
+    where :math:`W_o` is the (in, kh, kw) filter of channel :math:`o`, :math:`*` the
+    convolution of :class:`qref.nn.Conv2d` (stride, zero padding), and
+    :math:`\mu_{B,o}, \sigma_{B,o}^2` the mean and (biased) variance of channel :math:`o` of
+    :math:`y_0 = W * x` over the batch and all output pixels, as in
+    :class:`qref.nn.BatchNorm2d`. FQ is per tensor, symmetric, narrow range
+    (:class:`MinMaxFakeQuantize`), as in :class:`FoldedLinearBN`.
+
+    Unrolled by im2col, the convolution is a linear layer applied to every patch,
+    :math:`Y = X_\mathrm{col} W^\top`, and a channel's statistics are those of a column of
+    :math:`Y`; so the forward and backward are :class:`FoldedLinearBN`'s on the patches (the
+    code is shared), followed by col2im for :math:`\partial L/\partial x`. The running
+    statistics (momentum update, unbiased variance over :math:`n H_\mathrm{out}
+    W_\mathrm{out}` values, as PyTorch) replace the batch ones in evaluation mode. Like
+    :class:`FoldedLinearBN`, the layer keeps using batch statistics for as long as it is in
+    training mode (it has no switch that freezes them).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int >= 1
+    kernel_size : int >= 1 (square kernels)
+    stride : int >= 1
+    padding : int >= 0
+    bits : int in [2, 16]
+    momentum : float in (0, 1]
+    eps : float > 0
+    rng : None, int or numpy.random.Generator
+        He initialization of :math:`W` (as :class:`qref.nn.Conv2d`); :math:`\gamma = 1`,
+        :math:`\beta = 0`.
+
+    Attributes
+    ----------
+    weight : Parameter (out, in, kh, kw)
+    gamma, beta : Parameter (out,), ``decay=False``
+    running_mean, running_var : ndarray (out,)
+
+    Raises
+    ------
+    ValueError
+        In ``forward``: for an input not of shape ``(n, in_channels, H, W)``, one smaller than
+        the kernel, or, in training mode, a batch with a single value per channel.
+
+    References
+    ----------
+    Jacob et al. (2018), Sec. 3.2 and Fig. C.8. Ioffe, S., Szegedy, C. (2015). Batch
+    normalization: accelerating deep network training by reducing internal covariate shift.
+    ICML (the statistics per channel over the batch and the pixels, Sec. 3.2).
+
+    Examples
+    --------
+    >>> layer = FoldedConv2dBN(1, 2, 3, padding=1, rng=0)
+    >>> y = layer(np.random.default_rng(1).normal(size=(4, 1, 6, 6)).astype(np.float32))
+    >>> y.shape, np.round(y.mean(axis=(0, 2, 3)), 1) + 0.0, np.round(y.std(axis=(0, 2, 3)), 1)
+    ((4, 2, 6, 6), array([0., 0.], dtype=float32), array([1., 1.], dtype=float32))
+    """
+
+    _rows = "values per channel (examples x output pixels)"
+
+    def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, bits=8, momentum=0.1,
+                 eps=1e-5, rng=None):
+        super().__init__()
+        conv = Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False, rng=rng)
+        self.in_channels, self.out_channels, self.kernel_size = conv.in_channels, conv.out_channels, conv.kernel_size
+        self.stride, self.padding = conv.stride, conv.padding
+        self.weight = conv.weight
+        self._init_bn(self.out_channels, bits, momentum, eps)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, {self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, bits={self.bits}")
+
+    def forward(self, x):
+        x = as_float_array(x, "x", allow_0d=False)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have shape (n, {self.in_channels}, H, W), got {x.shape}")
+        k, p = self.kernel_size, self.padding
+        if x.shape[2] + 2 * p < k or x.shape[3] + 2 * p < k:
+            raise ValueError(f"x of spatial size {x.shape[2:]} with padding {p} is smaller than the {k}x{k} kernel")
+        cols, ho, wo = _im2col(x, k, k, self.stride, p)                     # (N*Ho*Wo, C*k*k)
+        self._x_shape, self._out_hw = x.shape, (ho, wo)
+        y = self._fold_forward(cols, self.weight.data.reshape(self.out_channels, -1))   # (N*Ho*Wo, O)
+        return y.reshape(x.shape[0], ho, wo, self.out_channels).transpose(0, 3, 1, 2)
+
+    def backward(self, grad_out):
+        g = as_float_array(grad_out, "grad_out", finite=False)
+        ho, wo = self._out_hw
+        grad_w, dcols = self._fold_backward(g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels))
+        self.weight.grad += grad_w.reshape(self.weight.data.shape)
+        k = self.kernel_size
+        return _col2im(dcols, self._x_shape, k, k, self.stride, self.padding, ho, wo)
 
 
 def jacob_mlp(hidden=(64,), *, bits=8, in_features=64, classes=10, ema_decay=0.99, rng=0):

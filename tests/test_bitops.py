@@ -162,3 +162,57 @@ def test_binary_matmul_out_bad():
         BO.binary_matmul(p, p, 2**31, out=np.empty((2, 2), np.int32))
     with pytest.raises(ValueError, match="must not share memory"):
         BO.binary_matmul(p, p.copy(), 100, out=p.view(np.int64))
+
+
+# --------------------------------------------------------------------------------------
+# qref._numba.tile_intrinsic, the builder shared with qref.intarith's pmadd.wd kernel
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(JIT_DISABLED, reason="intrinsics need the numba compiler")
+def test_tile_intrinsic_builds_a_small_dot_product_kernel(rng):
+    """A third kernel from the shared builder: int64 dot products of rows, 4 words per vector."""
+    from qref._numba import njit, tile_intrinsic
+
+    def body(t):
+        ir, builder = t.ir, t.builder
+        i64 = ir.IntType(64)
+        v4 = ir.VectorType(i64, 4)
+        hsum = t.function("llvm.vector.reduce.add.v4i64", i64, [v4])
+        acc = [t.cgutils.alloca_once_value(builder, ir.Constant(v4, None)) for _ in range(3 * 2)]
+        with t.cgutils.for_range(builder, t.nvec) as loop:
+            offset = builder.mul(loop.index, t.const(4))
+            for r in range(3):
+                for c in range(2):
+                    prod = builder.mul(t.load(t.rows_a[r], offset, v4, 8), t.load(t.rows_b[c], offset, v4, 8))
+                    builder.store(builder.add(builder.load(acc[2 * r + c]), prod), acc[2 * r + c])
+        return [builder.call(hsum, [builder.load(s)]) for s in acc]
+
+    dot_tile = tile_intrinsic("dot_tile", tile_a=3, tile_b=2, result="int64", vector_elems=4, body=body)
+    call = njit(cache=False)(lambda a, b, i, j: dot_tile(a, b, i, j))
+    a = rng.integers(-100, 100, size=(5, 12))
+    b = rng.integers(-100, 100, size=(4, 12))
+    got = np.array(call(a, b, 2, 1)).reshape(3, 2)
+    np.testing.assert_array_equal(got, a[2:5] @ b[1:3].T)
+    bad = tile_intrinsic("bad_tile", tile_a=1, tile_b=2, result="int64", vector_elems=4,
+                         body=lambda t: [t.const(0)])
+    with pytest.raises(Exception, match="bad_tile: body returned 1 values, expected 2"):
+        njit(cache=False)(lambda a, b: bad(a, b, 0, 0))(a, b)
+
+
+def test_numba_module_imports_without_numba():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['numba'] = None\n"
+        "from qref import _numba, bitops, intarith\n"
+        "assert not _numba.HAVE_NUMBA and not intarith.HAVE_MADD_KERNEL\n"
+        "try:\n"
+        "    _numba.tile_intrinsic('t', tile_a=1, tile_b=1, result='int64', vector_elems=4, body=None)\n"
+        "except RuntimeError as e:\n"
+        "    assert 'needs numba' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('no RuntimeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

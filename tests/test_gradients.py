@@ -242,7 +242,8 @@ def test_one_worker_unquantized_equals_fit(digits):
                              batch_size=32, rng=3)
     for p, q in zip(a.parameters(), b.parameters()):
         assert np.array_equal(p.data, q.data)
-    assert h1.loss == pytest.approx(h2.loss, rel=1e-12)
+    assert (h1.loss, h1.train_acc) == (h2.loss, h2.train_acc)      # one loop (nn.fit's), bit for bit
+    assert isinstance(h2, G.DataParallelHistory) and len(h2.seconds) == len(h2.bits) == 2
     # four workers, no quantizer: the same gradient up to float rounding
     c = nn.mlp((16,), rng=0)
     G.fit_data_parallel(c, X, y, workers=4, epochs=2, optimizer=nn.SGD(c.parameters(), lr=0.1, momentum=0.9),
@@ -276,6 +277,27 @@ def test_one_bit_without_feedback_fails_and_divergence_is_reported(digits):
     net = nn.mlp((32,), rng=0)
     h = G.fit_data_parallel(net, X, y, workers=2, epochs=3, optimizer=nn.SGD(net.parameters(), lr=1e36), rng=0)
     assert h.diverged and math.isnan(h.loss[-1])
+    assert all(np.isfinite(p.data).all() for p in net.parameters()) and not net.training   # last finite step kept
+
+
+def test_divergence_in_a_later_epoch_keeps_the_finished_epochs(digits):
+    X, y = digits.X_train[:128], digits.y_train[:128]
+
+    class BlowUpAfter(nn.SGD):                         # finite steps, then an infinite weight at step 3
+        n = 0
+
+        def step(self):
+            super().step()
+            BlowUpAfter.n += 1
+            if BlowUpAfter.n == 3:
+                self.params[-1].data[0] = np.inf         # the output bias: logits inf, loss NaN
+
+    net = nn.mlp((8,), rng=0)
+    h = G.fit_data_parallel(net, X, y, workers=2, epochs=4, optimizer=BlowUpAfter(net.parameters(), lr=0.1),
+                            rng=0, X_val=X, y_val=y)
+    assert h.diverged and len(h.loss) == 2 and math.isnan(h.loss[1]) and np.isfinite(h.loss[0])
+    assert len(h.train_acc) == len(h.val_acc) == len(h.seconds) == len(h.bits) == 1
+    assert h.bits == [2 * h.bits_per_step]            # two full steps in the one finished epoch
 
 
 def test_trainer_does_not_modify_inputs(digits):

@@ -571,3 +571,103 @@ def test_drop_last_and_blas_threads(digits):
         nn.fit(net, X, y, epochs=1, batch_size=101, drop_last=True, optimizer=opt, progress=False)
     with pytest.raises(ValueError, match="blas_threads must be a positive integer, got 0"):
         nn.fit(net, X, y, epochs=1, optimizer=opt, progress=False, blas_threads=0)
+
+
+# --------------------------------------------------------------------------------------
+# fit's per-minibatch gradient hook, backprop, StopTraining
+# --------------------------------------------------------------------------------------
+
+
+def test_backprop_is_fits_minibatch_body(digits):
+    X, y = digits.X_train[:200], digits.y_train[:200]
+    loss = nn.SoftmaxCrossEntropy()
+    net = nn.mlp((16,), rng=0)
+    net.train()
+    loss_sum, n_correct = nn.backprop(net, X[:50], y[:50], loss)
+    logits = nn.mlp((16,), rng=0)(X[:50])                 # an independent copy, same weights
+    assert loss_sum == pytest.approx(50 * nn.SoftmaxCrossEntropy().forward(logits, y[:50]), rel=1e-6)
+    assert n_correct == np.count_nonzero(logits.argmax(axis=1) == y[:50])
+    g1 = [p.grad.copy() for p in net.parameters()]
+    nn.backprop(net, X[:50], y[:50], loss)                # gradients are cleared, not accumulated
+    for p, g in zip(net.parameters(), g1):
+        assert np.array_equal(p.grad, g) and np.abs(g).sum() > 0
+    # a hook that calls backprop itself trains bit for bit like the default loop
+    runs = []
+    for hook in (None, lambda m, xb, yb, lf: nn.backprop(m, xb, yb, lf)):
+        net = nn.mlp((16,), rng=0)
+        h = nn.fit(net, X, y, epochs=2, optimizer=nn.SGD(net.parameters(), lr=0.1, momentum=0.9), batch_size=32,
+                   rng=4, progress=False, X_val=X[:40], y_val=y[:40], gradient=hook)
+        runs.append((h, [p.data.copy() for p in net.parameters()]))
+    (h1, w1), (h2, w2) = runs
+    assert (h1.loss, h1.train_acc, h1.val_acc) == (h2.loss, h2.train_acc, h2.val_acc)
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
+
+
+def test_gradient_hook_sees_every_minibatch_and_its_grad_is_applied(digits):
+    X, y = digits.X_train[:70], digits.y_train[:70]
+    seen = []
+
+    def hook(model, xb, yb, loss):
+        seen.append(len(yb))
+        model.zero_grad()
+        for p in model.parameters():
+            p.grad[...] = 1.0                          # a fake gradient: SGD must apply exactly it
+        return 2.0 * len(yb), 1
+
+    class StepOnly:                                    # with a hook, step() is all fit needs
+        def __init__(self, params):
+            self.params = params
+
+        def step(self):
+            for p in self.params:
+                p.data -= 0.5 * p.grad
+
+    net = nn.mlp((4,), rng=0)
+    w0 = [p.data.copy() for p in net.parameters()]
+    h = nn.fit(net, X, y, epochs=2, batch_size=32, optimizer=StepOnly(net.parameters()), gradient=hook,
+               progress=False)
+    assert seen == [32, 32, 6] * 2
+    assert h.loss == [2.0, 2.0] and h.train_acc == [3 / 70, 3 / 70]
+    for p, w in zip(net.parameters(), w0):
+        assert np.allclose(p.data, w - 6 * 0.5)
+    with pytest.raises(TypeError, match="gradient must be callable or None, got int"):
+        nn.fit(net, X, y, epochs=1, optimizer=StepOnly(net.parameters()), gradient=3, progress=False)
+    with pytest.raises(TypeError, match=r"optimizer must have step\(\) and zero_grad\(\), got StepOnly"):
+        nn.fit(net, X, y, epochs=1, optimizer=StepOnly(net.parameters()), progress=False)
+
+
+def test_stop_training_from_the_hook_and_from_the_callback(digits):
+    X, y = digits.X_train[:100], digits.y_train[:100]
+    calls = []
+
+    def hook(model, xb, yb, loss):
+        calls.append(1)
+        if len(calls) == 6:                            # the 2nd minibatch of the 2nd epoch
+            raise nn.StopTraining
+        return nn.backprop(model, xb, yb, loss)
+
+    net = nn.mlp((8,), rng=0)
+    ref = nn.mlp((8,), rng=0)
+    h = nn.fit(net, X, y, epochs=5, batch_size=25, optimizer=nn.SGD(net.parameters(), lr=0.1), gradient=hook,
+               rng=0, progress=False, X_val=X, y_val=y)
+    assert len(h.loss) == 2 and np.isnan(h.loss[1]) and np.isfinite(h.loss[0])
+    assert len(h.train_acc) == len(h.val_acc) == len(h.seconds) == 1
+    assert not net.training
+    # the interrupted minibatch got no step: 5 steps in all, as a 1.25-epoch run would do
+    rng = np.random.default_rng(0)
+    opt = nn.SGD(ref.parameters(), lr=0.1)
+    ref.train()
+    for order in (rng.permutation(100), rng.permutation(100)[:25]):
+        for s in range(0, len(order), 25):
+            nn.backprop(ref, X[order[s:s + 25]], y[order[s:s + 25]], nn.SoftmaxCrossEntropy(), zero_grad=opt.zero_grad)
+            opt.step()
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(net.parameters(), ref.parameters()))
+
+    def stop_after_two(epoch, model, history):
+        if epoch == 1:
+            raise nn.StopTraining
+
+    net = nn.mlp((8,), rng=0)
+    h = nn.fit(net, X, y, epochs=5, optimizer=nn.SGD(net.parameters(), lr=0.1), callback=stop_after_two,
+               progress=False)
+    assert len(h.loss) == len(h.train_acc) == 2 and np.isfinite(h.loss).all() and not net.training
