@@ -44,6 +44,9 @@ Li, F., Zhang, B., Liu, B. (2016). Ternary weight networks. arXiv:1605.04711.
 Zhu, C., Han, S., Mao, H., Dally, W. J. (2017). Trained ternary quantization. ICLR 2017.
 arXiv:1612.01064.
 
+Faraone, J., Fraser, N., Blott, M., Leong, P. H. W. (2018). SYQ: Learning symmetric
+quantization for efficient deep neural networks. CVPR 2018. arXiv:1807.00301.
+
 Cai, Z., He, X., Sun, J., Vasconcelos, N. (2017). Deep learning with low precision by
 half-wave Gaussian quantization. CVPR 2017. arXiv:1702.00953.
 
@@ -69,6 +72,9 @@ __all__ = [
     "XNORActivation",
     "TWN",
     "TTQ",
+    "SYQ",
+    "SYQ_GROUPINGS",
+    "syq_alpha_shape",
     "HWGQ",
     "clip_latent_weights",
     "ClipLatentWeights",
@@ -832,6 +838,184 @@ class TTQ(nn.Module):
         self.wn.grad -= g[neg].sum(dtype=np.float64)          # Eq. 7, with the chain rule's sign
         scale = np.where(pos, self.wp.data, np.where(neg, self.wn.data, 1.0))
         return (scale * g).astype(g.dtype)                     # Eq. 8
+
+
+# --------------------------------------------------------------------------------------
+# SYQ: symmetric binary/ternary weights with a learned scale per group of weights
+# --------------------------------------------------------------------------------------
+
+#: SYQ's groupings of a convolution's weights (Faraone et al. 2018): one scale per
+#: layer, per row of the kernel, or per kernel position ("pixel").
+SYQ_GROUPINGS = ("layer", "row", "pixel")
+
+
+def syq_alpha_shape(grouping, kernel_size=None):
+    r"""Shape of SYQ's scales :math:`\alpha` for a grouping; it broadcasts against a weight ``(out, in, kh, kw)``.
+
+    A convolution with a :math:`k_h \times k_w` kernel has, in SYQ's groupings
+    (Faraone et al. 2018), one scale per layer, one per kernel row (:math:`k_h`
+    scales, each shared by the :math:`k_w` positions of its row over all input and output
+    channels) or one per kernel position (:math:`k_h k_w` scales, "pixel-wise"). In the
+    im2col view, where the weights form a matrix ``(out, in * kh * kw)``, a pixel group is the
+    set of columns that multiply one position of the receptive field, one per input channel.
+
+    Parameters
+    ----------
+    grouping : {"layer", "row", "pixel"}
+    kernel_size : None, int or (int, int)
+        Required for "row" and "pixel".
+
+    Returns
+    -------
+    tuple of int
+        ``()`` for "layer", ``(kh, 1)`` for "row", ``(kh, kw)`` for "pixel".
+
+    Examples
+    --------
+    >>> syq_alpha_shape("layer"), syq_alpha_shape("row", 3), syq_alpha_shape("pixel", (3, 5))
+    ((), (3, 1), (3, 5))
+    """
+    grouping = check_choice(grouping, "grouping", SYQ_GROUPINGS)
+    if grouping == "layer":
+        return ()
+    if kernel_size is None:
+        raise ValueError(f"kernel_size is required for grouping={grouping!r}, got None")
+    ks = (kernel_size, kernel_size) if np.ndim(kernel_size) == 0 else tuple(kernel_size)
+    if len(ks) != 2:
+        raise ValueError(f"kernel_size must be an int or a pair of ints, got {kernel_size!r}")
+    kh, kw = (check_positive(k, "kernel_size", integer=True) for k in ks)
+    return (kh, 1) if grouping == "row" else (kh, kw)
+
+
+def _sum_to(x, shape):
+    """Sum ``x`` over the axes that the (trailing-aligned) ``shape`` broadcasts: one sum per group."""
+    lead = x.ndim - len(shape)
+    out = x.sum(axis=tuple(range(lead))) if lead else x
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and out.shape[i] != 1)
+    return out.sum(axis=axes, keepdims=True) if axes else out
+
+
+class SYQ(nn.Module):
+    r"""SYQ: symmetric binary or ternary weights :math:`\pm\alpha_g` with a *learned* scale per group.
+
+    Forward (Faraone et al. 2018; section numbers not checked): every weight :math:`w_i` of group :math:`g`
+    becomes
+
+    .. math::
+
+        Q(w_i) = \alpha_g\, \mathrm{sign}(w_i)\, M_i, \qquad
+        M_i = \begin{cases} 1 & \text{binary} \\ 1_{|w_i| > \eta} & \text{ternary,} \end{cases}
+        \qquad \eta = \eta_0 \max_j |w_j|,
+
+    with one threshold per layer (:math:`\eta_0 = 0.05` for ternary weights, the default of
+    the authors' code; binary is :math:`\eta_0 = 0`) and the codebook :math:`\{-\alpha_g,
+    \alpha_g\}` or :math:`\{-\alpha_g, 0, \alpha_g\}` *symmetric*: one scale per group, where
+    TTQ has two per layer. The groups are those of :func:`syq_alpha_shape` (layer, kernel row
+    or kernel position); :math:`\mathrm{sign}(0) = +1` (:func:`qref.binary.sign`).
+
+    Backward, with :math:`I_g = \{i \in g: M_i = 1\}` and the threshold and the sign treated
+    as constants (the straight-through estimator):
+
+    .. math::
+
+        \frac{\partial E}{\partial \alpha_g} = \sum_{i \in I_g} \mathrm{sign}(w_i)
+        \frac{\partial E}{\partial Q(w_i)}, \qquad
+        \frac{\partial E}{\partial w_i} = \begin{cases}
+            \alpha_g\, \partial E / \partial Q(w_i) & i \in I_g \\
+            \partial E / \partial Q(w_i) & \text{otherwise.} \end{cases}
+
+    The first is the exact derivative of the forward in :math:`\alpha_g` (checked against
+    finite differences in the tests). The second, the gradient to the latent weights
+    scaled by the value of their group as in TTQ's Eq. 8, is how the authors' released code
+    differentiates :math:`Q` (sign: identity; the product with the scale: the product rule);
+    we could not check it against the paper's text.
+
+    Parameters
+    ----------
+    grouping : {"layer", "row", "pixel"}
+        "row" and "pixel" need a 4-d convolution weight ``(out, in, kh, kw)`` and ``kernel_size``.
+    kernel_size : None, int or (int, int)
+    ternary : bool
+        Ternary (mask :math:`M`) or binary weights.
+    eta : float in [0, 1)
+        :math:`\eta_0`, used when ``ternary``.
+    alpha : None or positive float
+        Initial scales (all groups). ``None`` sets each scale, at the first forward pass, to
+        the mean :math:`|w|` of its group, the initialization of the authors' code.
+
+    Attributes
+    ----------
+    alpha : Parameter, shape :func:`syq_alpha_shape` (``decay=False``)
+    eta_ : float, the last threshold :math:`\eta`
+
+    References
+    ----------
+    Faraone, J., Fraser, N., Blott, M., Leong, P. H. W. (2018). SYQ: Learning symmetric
+    quantization for efficient deep neural networks. CVPR 2018. arXiv:1807.00301. Code:
+    github.com/julianfaraone/SYQ (thresholds and initialization checked against it).
+
+    Examples
+    --------
+    >>> q = SYQ(grouping="row", kernel_size=2, ternary=True, eta=0.1, alpha=2.0)
+    >>> w = np.array([[[[0.5, -0.02], [-1.0, 0.3]]]])          # (out, in, kh, kw) = (1, 1, 2, 2)
+    >>> q(w)                                                    # eta = 0.1 * 1.0
+    array([[[[ 2.,  0.],
+             [-2.,  2.]]]])
+    >>> q.backward(np.ones_like(w))                             # alpha where M = 1, else 1
+    array([[[[2., 1.],
+             [2., 2.]]]])
+    >>> q.alpha.grad.ravel().tolist()                           # row sums of sign(w) M
+    [1.0, 0.0]
+    """
+
+    def __init__(self, *, grouping="pixel", kernel_size=None, ternary=False, eta=0.05, alpha=None):
+        super().__init__()
+        self.grouping = check_choice(grouping, "grouping", SYQ_GROUPINGS)
+        shape = syq_alpha_shape(grouping, kernel_size)
+        self.ternary = check_bool(ternary, "ternary")
+        self.eta = check_real(eta, "eta")
+        if not 0.0 <= self.eta < 1.0:
+            raise ValueError(f"eta must be in [0, 1), got {eta}")
+        self._init = alpha is None
+        a0 = 1.0 if alpha is None else check_positive(alpha, "alpha")
+        self.alpha = nn.Parameter(np.full(shape, a0, dtype=np.float32), name="alpha", decay=False)
+        self._codes = None
+
+    def extra_repr(self):
+        return f"grouping={self.grouping!r}, ternary={self.ternary}, eta={self.eta}"
+
+    def _check_weight(self, w):
+        shape = self.alpha.data.shape
+        if self.grouping == "layer":
+            return
+        if w.ndim != 4 or w.shape[2] != shape[0] or (self.grouping == "pixel" and w.shape[3] != shape[1]):
+            kernel = f"{shape[0]} x {shape[1]}" if self.grouping == "pixel" else f"{shape[0]} rows"
+            raise ValueError(f"w must be a convolution weight (out, in, kh, kw) with a kernel of {kernel} "
+                             f"for grouping={self.grouping!r}, got shape {w.shape}")
+
+    def forward(self, w):
+        w = as_float_array(w, "w", allow_empty=False)
+        self._check_weight(w)
+        v = w.astype(np.float64)
+        self.eta_ = self.eta * float(np.abs(v).max()) if self.ternary else 0.0
+        codes = binary.sign(v).astype(np.int8)
+        if self.ternary:
+            codes = np.where(np.abs(v) > self.eta_, codes, 0).astype(np.int8)
+        if self._init:                                    # mean |w| per group, once, in place
+            shape = self.alpha.data.shape
+            a = _sum_to(np.abs(v), shape) / (v.size / max(1, int(np.prod(shape))))
+            self.alpha.data[...] = np.where(a > 0, a, 1.0)
+            self._init = False
+        self._codes = codes
+        return (self.alpha.data.astype(w.dtype) * codes).astype(w.dtype)
+
+    def backward(self, grad_out):
+        _need_forward(self, "_codes")
+        g = _grad(grad_out, self._codes.shape)
+        through = self._codes * g.astype(np.float64)                 # sign(w) M dE/dQ
+        self.alpha.grad += _sum_to(through, self.alpha.data.shape)
+        scale = np.where(self._codes != 0, self.alpha.data, 1.0)
+        return (scale * g).astype(g.dtype)
 
 
 # --------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ Sections of this module, in the order of the book chapter "Non-uniform quantizat
   (:func:`inq_exponent_range`, :func:`power_of_two_levels`, :func:`power_of_two_quantize`);
 * **logarithmic quantization**, LogQuant of Miyashita et al. (:func:`log_quantize`,
   :func:`log_levels`), base 2 or :math:`\sqrt 2`;
+* **LogNet**'s multiplier-free dot products of log-quantized weights and activations, by
+  shifts (:func:`log_encode`, :func:`log_shift_dot`) and with log-domain accumulation
+  (:func:`log_add`, :func:`log_accumulate`, :func:`log_domain_dot`);
 * **ShiftCNN**'s sums of powers of two (:func:`shiftcnn_codebook`, :func:`shiftcnn_encode`,
   :func:`shiftcnn_decode`, :func:`shiftcnn_quantize`);
 * **HWGQ**, the half-wave Gaussian quantizer of ReLU activations (:func:`hwgq_levels`,
@@ -52,6 +55,9 @@ towards lossless CNNs with low-precision weights. ICLR.
 Miyashita, D., Lee, E. H. and Murmann, B. (2016). Convolutional neural networks using
 logarithmic data representation. arXiv:1603.01025.
 
+Lee, E. H., Miyashita, D., Chai, E., Murmann, B. and Wong, S. S. (2017). LogNet:
+energy-efficient neural networks using logarithmic computation. ICASSP, 5900-5904.
+
 Gudovskiy, D. A. and Rigazio, L. (2017). ShiftCNN: generalized low-precision architecture for
 inference of convolutional neural networks. arXiv:1706.02393.
 
@@ -75,6 +81,7 @@ __all__ = [
     "LloydMax", "lloyd_max", "lloyd_max_data", "DENSITIES",
     "inq_exponent_range", "power_of_two_levels", "power_of_two_quantize", "POWER_OF_TWO_RULES",
     "decision_thresholds", "quantizer_mse", "optimal_uniform", "log_levels", "log_quantize", "LOG_BASES",
+    "log_encode", "log_shift_dot", "log_add", "log_accumulate", "log_domain_dot",
     "shiftcnn_codebook", "shiftcnn_encode", "shiftcnn_decode", "shiftcnn_quantize",
     "hwgq_levels", "hwgq_quantize",
 ]
@@ -979,6 +986,316 @@ def log_quantize(x, *, bits, fsr, base="2", signed=True, underflow="zero"):
     zero = (a == 0) | (under if underflow == "zero" else False)
     return np.where(zero, 0.0, np.copysign(mag, xf)).astype(x.dtype)
 
+
+# --------------------------------------------------------------------------------------
+# LogNet: dot products of log-quantized weights and activations, by shifts and in the log domain
+# (Lee, Miyashita, Chai, Murmann and Wong 2017)
+# --------------------------------------------------------------------------------------
+
+
+def log_encode(x, *, bits, fsr, base="2", signed=True, underflow="zero"):
+    r"""The codes behind :func:`log_quantize`: a sign and an integer exponent per entry.
+
+    :math:`\operatorname{LogQuant}(x) = s\,\text{base}^{e}` with :math:`s \in \{-1, 0, +1\}`
+    (0 for the zero code) and :math:`e` an integer in :math:`[\text{FSR} - 2^b + 1,
+    \text{FSR} - 1]`, Eqs. (3)-(5) of Miyashita et al. (2016); with ``base="sqrt2"``
+    :math:`e` counts half-octaves. This is what a log-domain accelerator stores and what
+    :func:`log_shift_dot` shifts by. The values come from :func:`log_quantize` itself, so the two
+    always agree: ``s * base**e == log_quantize(x, ...)``.
+
+    Parameters
+    ----------
+    x : array_like of float, any shape
+        Not modified.
+    bits, fsr, base, signed, underflow
+        As in :func:`log_quantize`.
+
+    Returns
+    -------
+    sign : ndarray of int8, shape of ``x``, values in {-1, 0, 1}
+    exponent : ndarray of int64, shape of ``x`` (0 where ``sign == 0``)
+
+    Examples
+    --------
+    >>> s, e = log_encode(np.array([0.9, 0.3, 0.02, -0.4]), bits=2, fsr=0)
+    >>> s, e
+    (array([ 1,  1,  0, -1], dtype=int8), array([-1, -2,  0, -1]))
+    """
+    q = log_quantize(x, bits=bits, fsr=fsr, base=base, signed=signed, underflow=underflow).astype(np.float64)
+    k = _LOG_STEPS[base]
+    nz = q != 0
+    with np.errstate(divide="ignore"):
+        e = np.where(nz, np.rint(k * np.log2(np.where(nz, np.abs(q), 1.0))), 0).astype(np.int64)
+    return np.sign(q).astype(np.int8), e
+
+
+def _shift_sum(sign, shift):
+    """Exact ``sum(sign * 2**shift, axis=-1)`` for non-negative integer shifts, as Python-exact integers.
+
+    int64 when no partial sum can overflow, else Python integers (object arrays); returns float64,
+    each entry the exact integer rounded once (correctly) to float64.
+    """
+    n = shift.shape[-1]
+    top = int(shift.max()) if shift.size else 0
+    if top + max(n, 1).bit_length() <= 62:
+        acc = (sign.astype(np.int64) << shift).sum(axis=-1)
+        return acc.astype(np.float64)
+    acc = (sign.astype(object) * (np.ones_like(shift, dtype=object) << shift.astype(object))).sum(axis=-1)
+    return np.asarray(acc, dtype=object).astype(np.float64)
+
+
+def log_shift_dot(x, w, *, x_bits, x_fsr, w_bits, w_fsr, w_base="2"):
+    r"""LogNet's multiplier-free dot product: :math:`x^\top w = \sum_i s_i\, 2^{\tilde x_i + \tilde w_i}`, one shift per term.
+
+    Both operands are log-quantized with :func:`log_quantize`: the activations
+    :math:`x \ge 0` to :math:`2^{\tilde x_i}` (base 2, unsigned), the weights to :math:`s_i\,
+    \text{base}^{\tilde w_i}`. A product of two powers of two is a power of two, so the dot
+    product of the quantized vectors is
+
+    .. math::
+
+        \sum_i s_i\, 2^{\tilde x_i} 2^{\tilde w_i}
+        = \sum_i s_i\, \mathrm{Bitshift}(1, \tilde x_i + \tilde w_i),
+
+    the form given by Miyashita et al. (2016) and used by LogNet (Lee et al. 2017):
+    no multiplier, only shifts and an accumulator. Here the accumulator is an exact integer
+    in units of the smallest product :math:`2^{p_\min}` (int64, or Python integers when the
+    range would overflow), converted to float once at the end: the result is the exact dot
+    product of the quantized vectors rounded once to float64, equal to
+    ``math.fsum(log_quantize(x) * log_quantize(w))``.
+
+    With ``w_base="sqrt2"`` (weights :math:`\sqrt2^{\,\tilde w_i}`, the finer base of
+    Miyashita et al.), a term with odd :math:`\tilde x_i \cdot 2 + \tilde w_i` carries a factor
+    :math:`\sqrt 2`. The terms are accumulated in two exact integer sums, even and odd, and the
+    odd one is multiplied by :math:`\sqrt 2` once per output (our arrangement; how the papers'
+    hardware handles the :math:`\sqrt 2`, e.g. by an approximation with shifts, we could not
+    check):
+
+    .. math::
+
+        x^\top w = 2^{q_\min} \big(A_\text{even} + \sqrt 2\, A_\text{odd}\big).
+
+    Parameters
+    ----------
+    x : array_like of float, shape (n,) or (batch, n), non-negative
+        Activations (e.g. ReLU outputs). Not modified.
+    w : array_like of float, shape (n,) or (n, m)
+        Weights. Not modified.
+    x_bits, x_fsr : int
+        Bit width and full-scale range of the activations (base 2, unsigned).
+    w_bits, w_fsr : int
+        Bit width and full-scale range of the weights (signed; in half-octaves for "sqrt2").
+    w_base : {"2", "sqrt2"}
+
+    Returns
+    -------
+    ndarray of float64, shape ``x.shape[:-1] + w.shape[1:]`` (a 0-d array for two vectors)
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`log_quantize`, or if the shapes do not multiply.
+
+    References
+    ----------
+    Lee, E. H., Miyashita, D., Chai, E., Murmann, B. and Wong, S. S. (2017). LogNet:
+    energy-efficient neural networks using logarithmic computation. ICASSP, 5900-5904.
+
+    Miyashita, Lee and Murmann (2016), arXiv:1603.01025 (dot products with bit shifts).
+
+    Examples
+    --------
+    >>> x = np.array([0.5, 0.3, 1.0])              # -> 2^-1, 2^-2, 2^0
+    >>> w = np.array([0.25, -0.5, 0.12])           # -> 2^-2, -2^-1, 2^-3
+    >>> float(log_shift_dot(x, w, x_bits=3, x_fsr=1, w_bits=3, w_fsr=0))   # 1/8 - 1/8 + 1/8
+    0.125
+    """
+    x = as_float_array(x, "x")
+    w = as_float_array(w, "w")
+    if x.ndim not in (1, 2) or w.ndim not in (1, 2) or x.shape[-1] != w.shape[0] or x.shape[-1] == 0:
+        raise ValueError(f"x (n,) or (batch, n) and w (n,) or (n, m) must share a non-zero n, "
+                         f"got shapes {x.shape} and {w.shape}")
+    check_choice(w_base, "w_base", LOG_BASES)
+    sx, ex = log_encode(x, bits=x_bits, fsr=x_fsr, signed=False)
+    sw, ew = log_encode(w, bits=w_bits, fsr=w_fsr, base=w_base)
+    k = _LOG_STEPS[w_base]
+    # [..., i, j]: term i of output j, exponent in units of 1/k octave
+    sign = (sx[..., :, None] * (sw if w.ndim == 2 else sw[:, None])).astype(np.int8)
+    p = k * ex[..., :, None] + (ew if w.ndim == 2 else ew[:, None])
+    p = np.moveaxis(p, -2, -1)
+    sign = np.moveaxis(sign, -2, -1)
+    q, odd = np.divmod(p, k)                                 # 2^(p/k) = 2^q * sqrt2^odd
+    live = sign != 0
+    qmin = int(q[live].min()) if live.any() else 0
+    shift = np.where(live, q - qmin, 0)
+    total = _shift_sum(np.where(odd == 0, sign, 0), shift)
+    if k == 2:
+        total = total + _SQRT2 * _shift_sum(np.where(odd == 1, sign, 0), shift)
+    out = np.ldexp(total, qmin)
+    return out if w.ndim == 2 else out[..., 0]
+
+
+def log_add(a, b, *, frac_bits=None):
+    r"""Addition in the log domain: :math:`\log_2(2^a + 2^b) = \max(a, b) + \log_2(1 + 2^{-|a - b|})`.
+
+    The identity lets an accumulator stay in the log domain: a sum of :math:`2^{p_i}` is
+    built by repeatedly combining the running :math:`\log_2` sum with the next exponent. The
+    correction :math:`\varphi(d) = \log_2(1 + 2^{-d})` decreases from :math:`\varphi(0) = 1` to
+    0, and hardware approximates it by a small table. With ``frac_bits`` :math:`= f` the
+    correction is rounded to the nearest multiple of :math:`2^{-f}`, so each addition errs by at
+    most :math:`2^{-f-1}` in the log domain (with :math:`f = 0`: :math:`2^{\max + 1}` when
+    :math:`|a - b| \le 1`, else :math:`2^{\max}`); ``None`` computes it exactly. This is the
+    textbook log-number-system addition (the "Gaussian logarithm"); LogNet accumulates in the
+    log domain with an approximation of this kind, but its exact table we could not check.
+
+    ``-inf`` stands for zero: :math:`\log_2(0 + 2^b) = b`.
+
+    Parameters
+    ----------
+    a, b : array_like of float, broadcastable (``-inf`` allowed, NaN and ``+inf`` not)
+    frac_bits : None or int in [0, 30]
+
+    Returns
+    -------
+    ndarray of float64, the broadcast shape
+
+    Examples
+    --------
+    >>> log_add(np.array([3.0, 3.0, 3.0]), np.array([3.0, 2.0, 0.0])).round(4)       # 16, 12, 9
+    array([4.    , 3.585 , 3.1699])
+    >>> log_add(np.array([3.0, 3.0, 3.0]), np.array([3.0, 2.0, 0.0]), frac_bits=0)
+    array([4., 4., 3.])
+    """
+    a = as_float_array(a, "a", finite=False).astype(np.float64)
+    b = as_float_array(b, "b", finite=False).astype(np.float64)
+    for name, v in (("a", a), ("b", b)):
+        if np.isnan(v).any() or np.isposinf(v).any():
+            raise ValueError(f"{name} must hold finite log values or -inf (zero), got NaN or +inf")
+    if frac_bits is not None:
+        frac_bits = check_int(frac_bits, "frac_bits", low=0)
+        if frac_bits > 30:
+            raise ValueError(f"frac_bits must be None or an integer in [0, 30], got {frac_bits}")
+    hi, lo = np.maximum(a, b), np.minimum(a, b)
+    with np.errstate(invalid="ignore"):
+        d = np.where(np.isneginf(lo), np.inf, hi - lo)
+    phi = np.log2(1.0 + np.exp2(-d))
+    if frac_bits is not None:
+        phi = np.floor(phi * 2.0**frac_bits + 0.5) / 2.0**frac_bits       # the table entry, rounded half up
+    return np.where(np.isneginf(hi), -np.inf, hi + phi)
+
+
+def log_accumulate(p, *, frac_bits=None, axis=-1):
+    r"""Sum :math:`\sum_i 2^{p_i}` without leaving the log domain: fold :func:`log_add` over ``axis``.
+
+    .. math::
+
+        \hat s_1 = p_1, \qquad \hat s_k = \hat s_{k-1} \boxplus p_k
+        \approx \log_2 \sum_{i \le k} 2^{p_i}.
+
+    **Error bound.** :math:`\log_2(2^a + 2^b)` has partial derivatives in :math:`[0, 1]`
+    summing to 1, so an error :math:`\epsilon` in the running sum passes on as at most
+    :math:`\epsilon`, and each rounded correction adds at most :math:`2^{-f-1}`:
+
+    .. math::
+
+        \Big|\hat s_n - \log_2 \sum_{i=1}^n 2^{p_i}\Big| \le (n - 1)\, 2^{-f-1},
+
+    i.e. a relative error of the linear sum of at most :math:`2^{(n-1) 2^{-f-1}} - 1`. Without
+    any correction (:math:`\hat s_n = \max_i p_i`) the error lies in :math:`[-\log_2 n, 0]`.
+
+    Parameters
+    ----------
+    p : array_like of float, non-empty along ``axis`` (``-inf`` for zero terms)
+        Not modified.
+    frac_bits : None or int in [0, 30]
+        As in :func:`log_add`; ``None`` is exact (up to float rounding).
+    axis : int
+
+    Returns
+    -------
+    ndarray of float64, ``p``'s shape without ``axis``
+
+    Examples
+    --------
+    >>> log_accumulate(np.array([0.0, 0.0, 1.0, 2.0]))                  # 1 + 1 + 2 + 4 = 8
+    array(3.)
+    >>> log_accumulate(np.array([0.0, 0.0, 1.0, 2.0]), frac_bits=0)     # every step exact here
+    array(3.)
+    """
+    p = as_float_array(p, "p", finite=False, allow_0d=False)
+    axis = check_int(axis, "axis")
+    if not -p.ndim <= axis < p.ndim:
+        raise ValueError(f"axis must be in [{-p.ndim}, {p.ndim - 1}] for p of shape {p.shape}, got {axis}")
+    v = np.moveaxis(p.astype(np.float64), axis, 0)
+    if v.shape[0] == 0:
+        raise ValueError(f"p must have at least one term along axis {axis}, got shape {p.shape}")
+    s = log_add(v[0], np.full(v.shape[1:], -np.inf), frac_bits=frac_bits)   # also validates
+    for term in v[1:]:
+        s = log_add(s, term, frac_bits=frac_bits)
+    return s
+
+
+def log_domain_dot(x, w, *, x_bits, x_fsr, w_bits, w_fsr, w_base="2", frac_bits=None):
+    r"""LogNet-style dot product computed entirely in the log domain but for one final subtraction.
+
+    The product exponents :math:`p_i = \tilde x_i + \tilde w_i` (in octaves; half-octave
+    weights give half-integers) of the positive and the negative terms are accumulated
+    separately with :func:`log_accumulate` (the other terms enter as :math:`-\infty`, i.e.
+    zero), and the result is :math:`2^{\hat s_+} - 2^{\hat s_-}`. Log-domain addition of terms
+    of *opposite* sign (:math:`\log_2(1 - 2^{-d})`) is ill-conditioned near :math:`d = 0`, so
+    we keep the signs apart and subtract once in the linear domain (our arrangement; how
+    LogNet treats signs we could not check). Each part obeys the bound of
+    :func:`log_accumulate`, :math:`|2^{\hat s_\pm} / S_\pm - 1| \le \epsilon_n = 2^{(n - 1)
+    2^{-f-1}} - 1` for the exact parts :math:`S_\pm`, hence
+
+    .. math::
+
+        \big|\,2^{\hat s_+} - 2^{\hat s_-} - x_q^\top w_q\big| \le \epsilon_n\, |x_q|^\top |w_q|,
+
+    where :math:`|x_q|^\top |w_q| = S_+ + S_-` is :func:`log_shift_dot` of ``x`` and ``|w|``.
+
+    Parameters
+    ----------
+    x : array_like of float, shape (n,) or (batch, n), non-negative
+    w : array_like of float, shape (n,) or (n, m)
+    x_bits, x_fsr, w_bits, w_fsr, w_base
+        As in :func:`log_shift_dot`.
+    frac_bits : None or int in [0, 30]
+        The precision of the log-add correction table (:func:`log_add`); ``None``: exact.
+
+    Returns
+    -------
+    value : float64 array, shape ``x.shape[:-1] + w.shape[1:]`` (float for two vectors)
+        :math:`2^{\hat s_+} - 2^{\hat s_-}`.
+    parts : (array, array)
+        :math:`\hat s_+, \hat s_-`, same shape (``-inf`` for an empty part).
+
+    Examples
+    --------
+    >>> x = np.array([1.0, 1.0, 1.0, 0.5])
+    >>> w = np.array([0.5, 0.5, 1.0, -1.0])        # 1/2 + 1/2 + 1 - 1/2 = 1.5
+    >>> log_domain_dot(x, w, x_bits=3, x_fsr=1, w_bits=3, w_fsr=1)
+    (1.5, (1.0, -1.0))
+    """
+    x = as_float_array(x, "x")
+    w = as_float_array(w, "w")
+    if x.ndim not in (1, 2) or w.ndim not in (1, 2) or x.shape[-1] != w.shape[0] or x.shape[-1] == 0:
+        raise ValueError(f"x (n,) or (batch, n) and w (n,) or (n, m) must share a non-zero n, "
+                         f"got shapes {x.shape} and {w.shape}")
+    check_choice(w_base, "w_base", LOG_BASES)
+    sx, ex = log_encode(x, bits=x_bits, fsr=x_fsr, signed=False)
+    sw, ew = log_encode(w, bits=w_bits, fsr=w_fsr, base=w_base)
+    sw, ew = (sw, ew) if w.ndim == 2 else (sw[:, None], ew[:, None])
+    # [..., i, j]: term i of output j
+    sign = sx[..., :, None] * sw
+    p = ex[..., :, None] + ew / _LOG_STEPS[w_base]            # log2 of each product's magnitude
+    parts = tuple(log_accumulate(np.where(sign == s, p, -np.inf), frac_bits=frac_bits, axis=-2) for s in (1, -1))
+    value = np.exp2(parts[0]) - np.exp2(parts[1])
+    if x.ndim == 1 and w.ndim == 1:
+        return float(value[0]), (float(parts[0][0]), float(parts[1][0]))
+    if w.ndim == 1:
+        return value[..., 0], (parts[0][..., 0], parts[1][..., 0])
+    return value, parts
 
 # --------------------------------------------------------------------------------------
 # ShiftCNN: weights as sums of N powers of two (Gudovskiy and Rigazio 2017)
