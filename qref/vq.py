@@ -104,8 +104,9 @@ __all__ = [
 #   search l only up to its opt and the rows below only from it. Also opt_{j-1}(i) <= opt_j(i)
 #   (the gain of one more cluster grows with i), so each search starts no lower than the
 #   previous layer's best start for the same row. Breadth first, vectorized: the numpy twin.
-# * _dp_queue_kernel: one sweep down the rows, O(m), with the queue of Hirschberg and Larmore
-#   (1987): the starts that can still be best for some later row, each with the first row
+# * _dp_queue_kernel: one sweep down the rows with the queue of Hirschberg and Larmore (1987),
+#   O(m log m) at worst (a search per new start) and close to O(m) in practice. The queue
+#   holds the starts that can still be best for some later row, each with the first row
 #   where it takes over from the one before it. A new start i joins at the back (after
 #   removing the starts it beats from their own takeover row on); the front is the answer.
 #   About 6 comparisons per row here, against ~20 cost evaluations per row for divide and
@@ -205,7 +206,7 @@ def _later_wins(E, W, S, c, b, r):  # pragma: no cover - compiled (tests run it 
 
 @njit(error_model="numpy")
 def _dp_queue_kernel(W, S, Q, k):  # pragma: no cover - compiled (tests run it under NUMBA_DISABLE_JIT too)
-    """The same program as :func:`_dp_dc_numpy`, each layer in one O(m) sweep with a queue.
+    """The same program as :func:`_dp_dc_numpy`, each layer in one sweep down the rows with a queue.
 
     ``queue[head:tail]`` holds candidate starts in increasing order, ``takeover[q]`` the first
     row at which ``queue[q]`` beats ``queue[q-1]`` (increasing too). Ties keep the earlier
@@ -351,8 +352,8 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
     non-decreasing in :math:`i` (the matrix of the minimization is Monge; Grønlund et al.
     2017), so a layer needs far fewer than the :math:`O(m^2)` evaluations of the plain program
     (``method="quadratic"``): :math:`O(m \log m)` by divide and conquer (``"dc"``, in numpy)
-    or :math:`O(m)` in one sweep with the queue of Hirschberg and Larmore (1987) (``"queue"``,
-    in numba). The first :math:`\lceil k/2 \rceil` clusters are solved on prefixes and the
+    or in one sweep with the queue of Hirschberg and Larmore (1987) (``"queue"``, in numba;
+    :math:`O(m \log m)` at worst, about six comparisons per row in practice). The first :math:`\lceil k/2 \rceil` clusters are solved on prefixes and the
     others on suffixes, which meet at the best split point; with numba the two halves run on
     two threads.
 
