@@ -14,12 +14,13 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.intarith`  integer-only inference: fixed-point multipliers, int8 GEMM, requantization, BN folding
 - :mod:`qref.binary`    binary and ternary weights: BinaryConnect, BWN/XNOR-Net, ABC-Net, TWN, TTQ, FGQ
 - :mod:`qref.bitops`    bit packing and exact XNOR-popcount matrix products
-- :mod:`qref.theory`    why quantization works: angle preservation, dot-product proportionality
+- :mod:`qref.theory`    why quantization works: angle preservation, dot-product proportionality; stochastic rounding vs BinaryConnect training (Li et al. 2017)
 - :mod:`qref.nn`        a small numpy training substrate: layers with forward and backward side by side, SGD/Adam, fit
 - :mod:`qref.qat`       quantization-aware training: STE variants, DoReFa, PACT, QIL, LSQ, fake quantization with BN folding (Jacob et al.)
 - :mod:`qref.bnn`       binary and ternary training: BinaryConnect, BNN/QNN, shift-based BN, BWN/XNOR-Net, TWN, TTQ, HWGQ
 - :mod:`qref.inq`       Incremental Network Quantization: partition, quantize to powers of two, freeze, retrain
 - :mod:`qref.pruning`   magnitude pruning, CLIP-Q (pruning and quantization in parallel), sparse storage
+- :mod:`qref.vnq`       Variational Network Quantization: quantizing prior, KL approximation, VNQLinear, sparse ternary weights
 - :mod:`qref.gradients` quantized gradients: TernGrad, QSGD, 1-bit SGD, error feedback, simulated data-parallel training
 - :mod:`qref.lowprec`   low-precision training: WAGE (integer W, A, G, E), Range BN and gradient bifurcation (Banner et al. 2018)
 - :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
@@ -31,11 +32,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import allocation, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, lowprec, metrics, nn, nonuniform, pruning, qat, rounding, theory, uniform, vq
+from . import allocation, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, lowprec, metrics, nn, nonuniform, pruning, qat, rounding, theory, uniform, vnq, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "allocation", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "lowprec", "metrics", "nn", "nonuniform", "pruning", "qat", "rounding", "theory", "uniform", "vq",
+    "allocation", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "lowprec", "metrics", "nn", "nonuniform", "pruning", "qat", "rounding", "theory", "uniform", "vnq", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]

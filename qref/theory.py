@@ -55,18 +55,25 @@ ICLR 2018. arXiv:1705.07199.
 
 Guo, Y. (2018). A Survey on Methods and Theories of Quantized Neural Networks.
 arXiv:1808.04752 (the section on why quantization works).
+
+Li, H., De, S., Xu, Z., Studer, C., Samet, H., Goldstein, T. (2017). Training Quantized Nets:
+A Deeper Understanding. NeurIPS 30. arXiv:1706.02379. (The second half of this module:
+stochastic rounding against BinaryConnect, :func:`quantized_sgd`, :func:`sr_moments`,
+:func:`sr_transition_matrix`, :func:`stationary_distribution`.)
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from . import binary, uniform
+from . import binary, rounding, uniform
 from ._optimize import golden_section_min
-from ._validation import as_float_array, check_bits, check_choice, check_int, check_positive, check_real, check_rng
+from ._validation import (as_float_array, check_bits, check_choice, check_int, check_positive, check_real,
+                          check_rng)
 
 __all__ = [
     "QUANTIZERS",
@@ -82,6 +89,14 @@ __all__ = [
     "optimal_clip",
     "dot_products",
     "dot_product_correlation",
+    "SGD_RULES",
+    "QuantizedSGDResult",
+    "LeastSquares",
+    "sr_moments",
+    "quantized_sgd",
+    "sr_transition_matrix",
+    "stationary_distribution",
+    "sr_two_point_stationary",
 ]
 
 #: The quantizers this module studies.
@@ -538,3 +553,416 @@ def dot_product_correlation(w, a=None, *, quantizer="binary", bits=None, thresho
         raise ValueError("a dot product does not vary over the activations: the correlation is undefined")
     rho = np.clip((xc * yc).sum(axis=0) / (sx * sy), -1.0, 1.0)
     return rho.reshape(w.shape[:-1])
+
+
+# ---- training quantized weights: stochastic rounding against BinaryConnect (Li et al. 2017) --
+
+#: The two training rules of Li et al. (2017): ``"sr"`` stores quantized weights and rounds
+#: every update stochastically; ``"bc"`` (BinaryConnect) keeps a float buffer and rounds
+#: only to evaluate the gradient.
+SGD_RULES = ("sr", "bc")
+
+
+def _check_delta(delta):
+    return float(check_positive(delta, "delta"))
+
+
+def sr_moments(w, *, delta):
+    r"""Mean and variance of stochastic rounding to the grid :math:`\Delta\mathbb Z`.
+
+    With :math:`w = \Delta(k + f)`, :math:`k = \lfloor w/\Delta\rfloor`, :math:`f \in [0, 1)`,
+    stochastic rounding :math:`Q_s` returns :math:`\Delta(k+1)` with probability :math:`f`
+    and :math:`\Delta k` otherwise (Li et al. 2017, Sec. 3), so
+
+    .. math::
+
+        \mathbb E[Q_s(w)] = w, \qquad
+        \operatorname{Var}[Q_s(w)] = \Delta^2 f(1 - f) \le \frac{\Delta^2}{4}.
+
+    The first identity is why SR training is SGD on average: the expected SR update
+    :math:`\mathbb E[Q_s(w - \eta g)] = w - \eta g` is the float update. The second is the
+    price: the rounding noise has variance up to :math:`\Delta^2/4` per coordinate, *whatever
+    the learning rate*, while the signal :math:`\eta g` shrinks with it.
+
+    Parameters
+    ----------
+    w : array_like of float, any shape
+    delta : float > 0
+        The grid step :math:`\Delta`.
+
+    Returns
+    -------
+    mean, var : numpy.ndarray of float64, the shape of ``w``
+
+    References
+    ----------
+    Li et al. (2017), Sec. 3 (the SR quantizer); Gupta et al. (2015), Eq. (2).
+
+    Examples
+    --------
+    >>> mean, var = sr_moments([0.25, 0.5, 1.0], delta=1.0)
+    >>> mean, var
+    (array([0.25, 0.5 , 1.  ]), array([0.1875, 0.25  , 0.    ]))
+    """
+    w = as_float_array(w, "w").astype(np.float64)
+    delta = _check_delta(delta)
+    f = w / delta - np.floor(w / delta)
+    return w.copy(), delta**2 * f * (1.0 - f)
+
+
+class QuantizedSGDResult(NamedTuple):
+    """What :func:`quantized_sgd` returns.
+
+    Attributes
+    ----------
+    w_q : ndarray of float64, shape (steps + 1, d)
+        The quantized weights of every step, on the grid :math:`\\Delta\\mathbb Z`
+        (``w_q[t]`` is the point where the gradient of step ``t`` was taken; ``w_q[-1]`` the
+        final one).
+    w_float : ndarray of float64, shape (steps + 1, d)
+        BC: the float buffer :math:`w^r_t`; SR: the same as ``w_q`` (no float copy exists).
+    """
+
+    w_q: np.ndarray
+    w_float: np.ndarray
+
+
+def quantized_sgd(grad, w0, *, lr, delta, steps, rule="bc", rng=None):
+    r"""SGD with quantized weights: stochastic rounding (SR) or BinaryConnect (BC).
+
+    The two rules compared by Li et al. (2017, Sec. 3), on the grid :math:`\Delta\mathbb Z`
+    (the paper's fixed-point weights of resolution :math:`\Delta`), with a stochastic gradient
+    :math:`\tilde\nabla f` and learning rate :math:`\eta_t`:
+
+    .. math::
+
+        \text{SR:}\quad w^b_{t+1} = Q_s\big(w^b_t - \eta_t \tilde\nabla f(w^b_t)\big), \qquad
+        \text{BC:}\quad w^r_{t+1} = w^r_t - \eta_t \tilde\nabla f\big(Q_d(w^r_t)\big),
+
+    where :math:`Q_s` is stochastic rounding (:func:`qref.rounding.round_stochastic`) and
+    :math:`Q_d` rounding to nearest. SR stores only the quantized weights; an update smaller
+    than :math:`\Delta` survives only as a probability of moving one grid step. BC keeps the
+    float buffer :math:`w^r`, where small updates accumulate, and quantizes it to evaluate the
+    gradient (the deployed weights are :math:`Q_d(w^r)`). The paper's analysis (Sec. 4) bounds
+    both for strongly convex problems by an :math:`O(\log T/T)` term plus an error floor
+    proportional to :math:`\Delta`; as :math:`\eta \to 0`, BC's float iterate settles near the
+    minimiser while SR's distribution over the grid stops concentrating (Sec. 5,
+    :func:`sr_transition_matrix`).
+
+    Parameters
+    ----------
+    grad : callable ``(w, rng) -> array``
+        A stochastic gradient at the float64 point ``w`` of shape (d,), drawing its randomness
+        (a minibatch) from the numpy Generator ``rng``; e.g. :meth:`LeastSquares.grad`.
+    w0 : array_like of float, shape (d,)
+        The start (SR rounds it stochastically, BC uses it as the float buffer).
+    lr : float > 0, or array_like of float > 0, shape (steps,)
+        :math:`\eta_t`, constant or one per step.
+    delta : float > 0
+        The grid step :math:`\Delta`.
+    steps : int >= 1
+    rule : {"bc", "sr"}
+    rng : None, int or numpy.random.Generator
+        Draws the minibatches and the rounding; the same seed gives the same run.
+
+    Returns
+    -------
+    QuantizedSGDResult
+        ``w_q`` and ``w_float``, float64 arrays of shape (steps + 1, d).
+
+    Raises
+    ------
+    ValueError
+        For a bad ``rule``, ``delta``, ``steps`` or ``lr``, or a gradient of the wrong shape
+        or not finite.
+
+    References
+    ----------
+    Li, De, Xu, Studer, Samet, Goldstein (2017), Sec. 3 (the two algorithms) and Sec. 4
+    (their convex analysis). Courbariaux, Bengio, David (2015) (BinaryConnect).
+
+    Examples
+    --------
+    >>> grad = lambda w, rng: w - 0.3                      # f(w) = (w - 0.3)^2 / 2
+    >>> bc = quantized_sgd(grad, [0.0], lr=0.1, delta=0.25, steps=200, rule="bc", rng=0)
+    >>> sorted(set(bc.w_q[100:, 0].tolist()))               # alternates between the neighbours of 0.3
+    [0.25, 0.5]
+    >>> round(float(bc.w_float[-1, 0]), 2)                  # the float buffer sits at their midpoint
+    0.38
+    """
+    check_choice(rule, "rule", SGD_RULES)
+    if not callable(grad):
+        raise TypeError(f"grad must be callable (w, rng) -> gradient, got {type(grad).__name__}")
+    w = as_float_array(w0, "w0", allow_empty=False).astype(np.float64)
+    if w.ndim != 1:
+        raise ValueError(f"w0 must be a vector of shape (d,), got shape {w.shape}")
+    delta = _check_delta(delta)
+    steps = check_positive(steps, "steps", integer=True)
+    lrs = np.broadcast_to(as_float_array(lr, "lr").astype(np.float64), (steps,)) if np.ndim(lr) == 0 else \
+        as_float_array(lr, "lr").astype(np.float64)
+    if lrs.shape != (steps,) or not np.all(lrs > 0):
+        raise ValueError(f"lr must be a positive float or {steps} positive floats, got shape {np.shape(lr)}")
+    gen = check_rng(rng)
+    w_q = np.empty((steps + 1, w.size))
+    w_float = np.empty((steps + 1, w.size))
+    if rule == "sr":
+        w = delta * rounding.round_stochastic(w / delta, rng=gen)
+    for t in range(steps):
+        q = w if rule == "sr" else delta * np.round(w / delta)      # where the gradient is taken
+        w_q[t], w_float[t] = q, w
+        g = np.asarray(grad(q.copy(), gen), dtype=np.float64)
+        if g.shape != w.shape or not np.all(np.isfinite(g)):
+            raise ValueError(f"grad must return finite values of shape {w.shape}, got shape {g.shape}")
+        if rule == "sr":
+            w = delta * rounding.round_stochastic((w - lrs[t] * g) / delta, rng=gen)
+        else:
+            w = w - lrs[t] * g
+    w_q[steps] = w if rule == "sr" else delta * np.round(w / delta)
+    w_float[steps] = w
+    return QuantizedSGDResult(w_q, w_float)
+
+
+class LeastSquares:
+    r"""A least-squares problem :math:`f(w) = \frac{1}{2n}\lVert Xw - y\rVert^2` with minibatch gradients.
+
+    A strongly convex test problem (when :math:`X` has full column rank) for
+    :func:`quantized_sgd`, like the convex toy problems of Li et al. (2017, Sec. 6).
+
+    Parameters
+    ----------
+    X : array_like of float, shape (n, d), n >= d
+    y : array_like of float, shape (n,)
+    batch_size : int in [1, n]
+        Rows per stochastic gradient, drawn uniformly with replacement.
+
+    Attributes
+    ----------
+    w_star : ndarray of float64, shape (d,)
+        The minimiser (``numpy.linalg.lstsq``).
+    loss_star : float
+        :math:`f(w^\star)`.
+    hessian : ndarray of float64, shape (d, d)
+        :math:`X^\top X / n`.
+
+    Examples
+    --------
+    >>> p = LeastSquares([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], [1.0, 2.0, 2.0])
+    >>> p.w_star.round(3), round(p.loss_star, 4)
+    (array([1., 1.]), 0.0)
+    >>> p.grad(p.w_star, 0).round(12) + 0.0, round(p.excess_loss(p.w_star + [0.1, 0.0]), 6)   # (0.1^2 + 0.1^2) / 6
+    (array([0., 0.]), 0.003333)
+    """
+
+    def __init__(self, X, y, *, batch_size=1):
+        X = as_float_array(X, "X", allow_empty=False).astype(np.float64)
+        y = as_float_array(y, "y", allow_empty=False).astype(np.float64)
+        if X.ndim != 2 or y.shape != (X.shape[0],):
+            raise ValueError(f"X must have shape (n, d) and y shape (n,), got {X.shape} and {y.shape}")
+        self.X, self.y = X, y
+        self.batch_size = check_positive(batch_size, "batch_size", integer=True)
+        if self.batch_size > X.shape[0]:
+            raise ValueError(f"batch_size must be <= n = {X.shape[0]}, got {batch_size}")
+        self.w_star = np.linalg.lstsq(X, y, rcond=None)[0]
+        self.hessian = X.T @ X / X.shape[0]
+        self.loss_star = self.loss(self.w_star)
+
+    def loss(self, w):
+        """:math:`f(w)`; ``w`` of shape (d,) or (m, d) (then one value per row)."""
+        w = np.asarray(w, dtype=np.float64)
+        out = 0.5 * np.mean((w @ self.X.T - self.y) ** 2, axis=-1)
+        return float(out) if w.ndim == 1 else out
+
+    def excess_loss(self, w):
+        """:math:`f(w) - f(w^\\star)`, per row of ``w``."""
+        return self.loss(w) - self.loss_star
+
+    def grad(self, w, rng=None):
+        """The gradient on ``batch_size`` rows drawn from ``rng`` (the full gradient if it is n)."""
+        if self.batch_size == self.X.shape[0]:
+            Xb, yb = self.X, self.y
+        else:
+            idx = check_rng(rng).integers(0, self.X.shape[0], self.batch_size)
+            Xb, yb = self.X[idx], self.y[idx]
+        return Xb.T @ (Xb @ np.asarray(w, dtype=np.float64) - yb) / len(yb)
+
+
+def _call(mu, x, tau):
+    """``E[(t - x)_+]`` for ``t ~ N(mu, tau^2)`` (``(mu - x)_+`` when tau = 0); arrays."""
+    if tau == 0:
+        return np.maximum(mu - x, 0.0)
+    z = (mu - x) / tau
+    cdf = 0.5 * (1.0 + _erf(z / math.sqrt(2.0)).astype(np.float64))
+    return (mu - x) * cdf + tau * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+def sr_transition_matrix(levels, *, lr, curvature, minimum, noise_std=0.0):
+    r"""Transition matrix of SR training on a 1-D quadratic: a Markov chain on the grid.
+
+    Li et al. (2017, Sec. 5) study SR as a Markov chain whose states are the grid points.
+    On :math:`f(w) = \frac h2 (w - w^\star)^2` with the stochastic gradient
+    :math:`h(w - w^\star) + \sigma\xi`, :math:`\xi \sim \mathcal N(0, 1)`, one SR step from
+    the grid point :math:`q_i` computes :math:`u = q_i - \eta\,(h(q_i - w^\star) + \sigma\xi)
+    \sim \mathcal N(m_i, (\eta\sigma)^2)` and rounds it stochastically. Since stochastic
+    rounding sends :math:`u` to :math:`q_j` with probability
+    :math:`\max(0, 1 - |u - q_j|/\Delta)` (a "tent"),
+
+    .. math::
+
+        P_{ij} = \mathbb E\Big[\max\Big(0, 1 - \frac{|u - q_j|}{\Delta}\Big)\Big]
+        = C(-1) - 2C(0) + C(1), \qquad
+        C(x) = \mathbb E[(t - x)_+] = (\mu - x)\Phi\Big(\frac{\mu - x}{\tau}\Big)
+        + \tau\,\varphi\Big(\frac{\mu - x}{\tau}\Big),
+
+    with :math:`t = (u - q_j)/\Delta \sim \mathcal N(\mu, \tau^2)`. The grid is finite: mass
+    that would leave it stays at the end point (one-sided tents at the ends), so every row
+    sums to 1. With :math:`\sigma = 0` the chain only moves toward :math:`w^\star`, one step at
+    a time, with probability :math:`\eta h |q_i - w^\star|/\Delta` (for steps below
+    :math:`\Delta`).
+
+    Parameters
+    ----------
+    levels : array_like of float, shape (k,), k >= 2
+        Consecutive grid points :math:`q_0 < \dots < q_{k-1}`, evenly spaced by :math:`\Delta`.
+    lr : float > 0
+        :math:`\eta`.
+    curvature : float > 0
+        :math:`h`.
+    minimum : float
+        :math:`w^\star`.
+    noise_std : float >= 0
+        :math:`\sigma`, the standard deviation of the gradient noise.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (k, k)
+        Row-stochastic: ``P[i, j]`` is the probability of moving from ``levels[i]`` to
+        ``levels[j]``.
+
+    Raises
+    ------
+    ValueError
+        If the levels are fewer than 2 or not evenly spaced and increasing, or for bad
+        ``lr``, ``curvature``, ``noise_std``.
+
+    References
+    ----------
+    Li et al. (2017), Sec. 5 (SR as a Markov chain).
+
+    Examples
+    --------
+    >>> P = sr_transition_matrix([0.0, 1.0, 2.0], lr=0.1, curvature=1.0, minimum=0.5)
+    >>> P.round(3)                         # from 0 and from 2 the chain moves toward 0.5 or stays
+    array([[0.95, 0.05, 0.  ],
+           [0.05, 0.95, 0.  ],
+           [0.  , 0.15, 0.85]])
+    """
+    q = as_float_array(levels, "levels", allow_empty=False).astype(np.float64)
+    if q.ndim != 1 or q.size < 2:
+        raise ValueError(f"levels must be a vector of >= 2 grid points, got shape {q.shape}")
+    delta = q[1] - q[0]
+    if not delta > 0 or not np.allclose(np.diff(q), delta, rtol=1e-9, atol=0.0):
+        raise ValueError("levels must be increasing and evenly spaced")
+    lr = float(check_positive(lr, "lr"))
+    h = float(check_positive(curvature, "curvature"))
+    w_star = check_real(minimum, "minimum")
+    sigma = check_real(noise_std, "noise_std")
+    if sigma < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    m = q - lr * h * (q - w_star)                           # [i]: the mean of u from level i
+    mu = (m[:, None] - q[None, :]) / delta                  # [i][j]: (E u - q_j) / delta
+    tau = lr * sigma / delta
+    P = _call(mu, -1.0, tau) - 2.0 * _call(mu, 0.0, tau) + _call(mu, 1.0, tau)
+    P[:, 0] = 1.0 - _call(mu[:, 0], 0.0, tau) + _call(mu[:, 0], 1.0, tau)      # everything below q_0
+    P[:, -1] = _call(mu[:, -1], -1.0, tau) - _call(mu[:, -1], 0.0, tau)        # everything above
+    return np.clip(P, 0.0, 1.0)
+
+
+def stationary_distribution(P):
+    r"""The stationary distribution :math:`\pi = \pi P`, :math:`\sum_i \pi_i = 1`, of a Markov chain.
+
+    Solved as a linear system (the balance equations with one replaced by the normalisation).
+
+    Parameters
+    ----------
+    P : array_like of float, shape (k, k)
+        Row-stochastic, with a unique stationary distribution (irreducible on the states that
+        matter; transient states get probability 0).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (k,)
+
+    Raises
+    ------
+    ValueError
+        If ``P`` is not square and row-stochastic, or the distribution is not unique.
+
+    Examples
+    --------
+    >>> stationary_distribution([[0.9, 0.1], [0.3, 0.7]])
+    array([0.75, 0.25])
+    """
+    P = as_float_array(P, "P", allow_empty=False).astype(np.float64)
+    if P.ndim != 2 or P.shape[0] != P.shape[1] or np.any(P < 0) or not np.allclose(P.sum(axis=1), 1.0):
+        raise ValueError(f"P must be a square row-stochastic matrix, got shape {P.shape}")
+    k = P.shape[0]
+    A = P.T - np.eye(k)
+    A[-1] = 1.0
+    b = np.zeros(k)
+    b[-1] = 1.0
+    try:
+        pi = np.linalg.solve(A, b)
+    except np.linalg.LinAlgError as err:
+        raise ValueError("the stationary distribution of P is not unique") from err
+    return np.clip(pi, 0.0, None) / np.clip(pi, 0.0, None).sum()
+
+
+def sr_two_point_stationary(minimum, *, delta, curvature=1.0):
+    r"""SR's limit on a noiseless 1-D quadratic: two grid points, with weights independent of :math:`\eta`.
+
+    With exact gradients (:math:`\sigma = 0` in :func:`sr_transition_matrix`) and steps smaller
+    than :math:`\Delta`, the chain ends on the two grid points :math:`q_- \le w^\star < q_+`
+    around the minimiser and jumps between them with probabilities :math:`\eta h(w^\star -
+    q_-)/\Delta` (up) and :math:`\eta h(q_+ - w^\star)/\Delta` (down). Detailed balance gives
+
+    .. math::
+
+        \pi_- = \frac{q_+ - w^\star}{\Delta}, \qquad \pi_+ = \frac{w^\star - q_-}{\Delta},
+        \qquad \mathbb E_\pi[f] - f(w^\star) = \frac h2\,(w^\star - q_-)(q_+ - w^\star)
+        \le \frac{h\Delta^2}{8}:
+
+    the learning rate cancels. Decreasing it slows the chain down and changes nothing else,
+    the absence of a "greedy exploitation" phase that Li et al. (2017, Sec. 5) prove in
+    general. (Here :math:`\mathbb E_\pi[w] = w^\star`: on average SR is exactly right, but the
+    weights themselves never settle.)
+
+    Parameters
+    ----------
+    minimum : float
+        :math:`w^\star`.
+    delta : float > 0
+    curvature : float > 0
+        :math:`h`.
+
+    Returns
+    -------
+    levels : ndarray of float64, shape (2,)
+        :math:`(q_-, q_+)`.
+    probs : ndarray of float64, shape (2,)
+        :math:`(\pi_-, \pi_+)`.
+    excess_loss : float
+        :math:`\mathbb E_\pi[f] - f(w^\star)`.
+
+    Examples
+    --------
+    >>> levels, probs, excess = sr_two_point_stationary(0.3, delta=0.25)
+    >>> levels, probs.round(2), round(excess, 5)
+    (array([0.25, 0.5 ]), array([0.8, 0.2]), 0.005)
+    """
+    w_star = check_real(minimum, "minimum")
+    delta = _check_delta(delta)
+    h = float(check_positive(curvature, "curvature"))
+    lo = delta * math.floor(w_star / delta)
+    hi = lo + delta
+    p_hi = (w_star - lo) / delta
+    return np.array([lo, hi]), np.array([1.0 - p_hi, p_hi]), 0.5 * h * (w_star - lo) * (hi - w_star)
