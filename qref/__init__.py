@@ -17,6 +17,8 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.theory`    why quantization works: angle preservation, dot-product proportionality; stochastic rounding vs BinaryConnect training (Li et al. 2017)
 - :mod:`qref.nn`        a small numpy training substrate: layers with forward and backward side by side, SGD/Adam, fit
 - :mod:`qref.qat`       quantization-aware training: STE variants, DoReFa, PACT, QIL, LSQ, fake quantization with BN folding (Jacob et al.)
+- :mod:`qref.metaquant` MetaQuant: a learned replacement for the straight-through estimator (meta network, MetaQuantSGD)
+- :mod:`qref.auxiliary` training with a full-precision auxiliary module (Zhuang et al. 2020)
 - :mod:`qref.bnn`       binary and ternary training: BinaryConnect, BNN/QNN, shift-based BN, BWN/XNOR-Net, TWN, TTQ, HWGQ
 - :mod:`qref.inq`       Incremental Network Quantization: partition, quantize to powers of two, freeze, retrain
 - :mod:`qref.pruning`   magnitude pruning, CLIP-Q (pruning and quantization in parallel), sparse storage
@@ -32,11 +34,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import allocation, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, lowprec, metrics, nn, nonuniform, pruning, qat, rounding, theory, uniform, vnq, vq
+from . import allocation, auxiliary, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, lowprec, metaquant, metrics, nn, nonuniform, pruning, qat, rounding, theory, uniform, vnq, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "allocation", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "lowprec", "metrics", "nn", "nonuniform", "pruning", "qat", "rounding", "theory", "uniform", "vnq", "vq",
+    "allocation", "auxiliary", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "lowprec", "metaquant", "metrics", "nn", "nonuniform", "pruning", "qat", "rounding", "theory", "uniform", "vnq", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]
