@@ -11,6 +11,7 @@ One module per family of methods; each function names its paper and equation:
   quantization (beam search), Huffman/Deep Compression size accounting, soft-to-hard annealing
 - :mod:`qref.calibration` clipping ranges: min–max, percentile, MSE search, KL (TensorRT), ACIQ, SAWB
 - :mod:`qref.allocation` bit allocation: per channel (Banner et al.), per layer by SQNR (Lin et al.), Max's optimal uniform steps
+- :mod:`qref.mixed`     mixed precision by Hessian trace (HAWQ, Hutchinson's estimator, exact Pareto frontier) and quantized distillation
 - :mod:`qref.intarith`  integer-only inference: fixed-point multipliers, int8 GEMM, requantization, BN folding
 - :mod:`qref.binary`    binary and ternary weights: BinaryConnect, BWN/XNOR-Net, ABC-Net, TWN, TTQ, FGQ
 - :mod:`qref.bitops`    bit packing and exact XNOR-popcount matrix products
@@ -34,11 +35,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import allocation, auxiliary, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, lowprec, metaquant, metrics, nn, nonuniform, pruning, qat, rounding, theory, uniform, vnq, vq
+from . import allocation, auxiliary, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, lowprec, metaquant, metrics, mixed, nn, nonuniform, pruning, qat, rounding, theory, uniform, vnq, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "allocation", "auxiliary", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "lowprec", "metaquant", "metrics", "nn", "nonuniform", "pruning", "qat", "rounding", "theory", "uniform", "vnq", "vq",
+    "allocation", "auxiliary", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "lowprec", "metaquant", "metrics", "mixed", "nn", "nonuniform", "pruning", "qat", "rounding", "theory", "uniform", "vnq", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]
