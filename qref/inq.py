@@ -48,7 +48,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._validation import (
-    as_float_array, check_bits, check_choice, check_fraction, check_int, check_positive, check_rng,
+    as_float_array, check_bits, check_choice, check_fraction, check_int, check_positive, check_real, check_rng,
 )
 from .nonuniform import inq_exponent_range, power_of_two_quantize
 
@@ -484,7 +484,8 @@ ELQ_PARTITIONS = ("magnitude", "loss")
 
 
 def _curvature(w, lam, hessian_diag):
-    lam = float(check_positive(lam, "lam")) if hessian_diag is None else float(lam)
+    # with a Hessian, lam may be <= 0 as long as h + lam > 0, but it must be a finite real
+    lam = float(check_positive(lam, "lam")) if hessian_diag is None else check_real(lam, "lam")
     if hessian_diag is None:
         return np.full(w.shape, lam)
     h = as_float_array(hessian_diag, "hessian_diag").astype(np.float64)

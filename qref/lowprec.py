@@ -808,7 +808,7 @@ class SumSquaredError:
     """
 
     def forward(self, logits, y):
-        logits = as_float_array(logits, "logits", allow_0d=False)
+        logits = as_float_array(logits, "logits", allow_0d=False, allow_empty=False)   # the mean needs examples
         y = as_int_array(y, "y")
         if logits.ndim != 2 or y.shape != (len(logits),):
             raise ValueError(f"logits must be (n, classes) and y (n,), got {logits.shape} and {y.shape}")
@@ -968,7 +968,11 @@ def expected_gaussian_range(n):
     upper = 0.5 * np.array([math.erfc(v / math.sqrt(2.0)) for v in x])   # 1 - Phi(x)
     lower = upper[::-1]                                                  # Phi(x), by symmetry
     with np.errstate(divide="ignore"):
-        f = 1.0 - np.exp(n * np.log(lower)) - np.exp(n * np.log(upper))
+        # log of a probability near 1 by log1p of its small complement: log(1 - 1e-10) rounded
+        # first would lose the digits that n = 1e9 multiplies
+        log_upper = np.where(x < 0, np.log1p(-lower), np.log(upper))
+        log_lower = np.where(x > 0, np.log1p(-upper), np.log(lower))
+        f = 1.0 - np.exp(n * log_lower) - np.exp(n * log_upper)
     return float(np.trapezoid(f, x) if hasattr(np, "trapezoid") else np.trapz(f, x))
 
 

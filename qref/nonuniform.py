@@ -1144,7 +1144,8 @@ def log_add(a, b, *, frac_bits=None):
     0, and hardware approximates it by a small table. With ``frac_bits`` :math:`= f` the
     correction is rounded to the nearest multiple of :math:`2^{-f}`, so each addition errs by at
     most :math:`2^{-f-1}` in the log domain (with :math:`f = 0`: :math:`2^{\max + 1}` when
-    :math:`|a - b| \le 1`, else :math:`2^{\max}`); ``None`` computes it exactly. This is the
+    :math:`|a - b| \le -\log_2(\sqrt2 - 1) \approx 1.27`, e.g. for integer exponents that
+    differ by at most 1, else :math:`2^{\max}`); ``None`` computes it exactly. This is the
     textbook log-number-system addition (the "Gaussian logarithm"); LogNet accumulates in the
     log domain with an approximation of this kind, but its exact table we could not check.
 

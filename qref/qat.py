@@ -1283,6 +1283,9 @@ class FoldedLinearBN(_FoldedBN):
 
     def backward(self, grad_out):
         g = as_float_array(grad_out, "grad_out", finite=False)
+        want = (len(self._x), self.out_features)
+        if g.shape != want:
+            raise ValueError(f"grad_out must have the shape {want} of the last output, got {g.shape}")
         grad_w, dx = self._fold_backward(g)
         self.weight.grad += grad_w
         return dx
@@ -1386,6 +1389,9 @@ class FoldedConv2dBN(_FoldedBN):
     def backward(self, grad_out):
         g = as_float_array(grad_out, "grad_out", finite=False)
         ho, wo = self._out_hw
+        want = (self._x_shape[0], self.out_channels, ho, wo)
+        if g.shape != want:      # a wrong shape with the right size would otherwise reshape silently
+            raise ValueError(f"grad_out must have the shape {want} of the last output, got {g.shape}")
         grad_w, dcols = self._fold_backward(g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels))
         self.weight.grad += grad_w.reshape(self.weight.data.shape)
         k = self.kernel_size

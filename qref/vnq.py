@@ -66,7 +66,7 @@ import math
 import numpy as np
 
 from . import binary, nn
-from ._validation import as_float_array, check_positive, check_real, check_rng
+from ._validation import as_float_array, check_int, check_positive, check_real, check_rng
 
 __all__ = [
     "K1",
@@ -318,7 +318,7 @@ def kl_reference(theta, log_sigma2, *, codebook=(0.0,), n_samples=200_000, rng=N
     """
     t, s2 = _as_pair(theta, log_sigma2)
     c = as_float_array(codebook, "codebook", allow_empty=False).astype(np.float64).ravel()
-    n = check_positive(n_samples, "n_samples", integer=True)
+    n = check_int(n_samples, "n_samples", low=2)                 # at least one antithetic pair
     half = check_rng(rng).standard_normal(max(n // 2, 1))
     eps = np.concatenate([half, -half])                           # antithetic pairs
     sigma = np.exp(0.5 * s2)
@@ -436,14 +436,15 @@ class VNQLinear(nn.Module):
 
     def __init__(self, in_features, out_features, *, a, bias=True, rng=None, log_sigma2=-8.0, log_threshold=3.0):
         super().__init__()
-        base = nn.Linear(in_features, out_features, bias=bias, rng=rng)   # same layout and initialisation
+        gen = check_rng(rng)             # one stream: the initialisation, then the noise (an int seed must
+        base = nn.Linear(in_features, out_features, bias=bias, rng=gen)   # not restart it for the noise)
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias
         self.log_sigma2 = nn.Parameter(np.full(self.weight.shape, check_real(log_sigma2, "log_sigma2"), np.float32),
                                        name="log_sigma2", decay=False)
         self.a, _ = _check_a(a)
         self.log_threshold = check_real(log_threshold, "log_threshold")
-        self.rng = check_rng(rng)
+        self.rng = gen
         self.eval_weights = "mean"
 
     def extra_repr(self):
@@ -549,7 +550,14 @@ def to_vnq(model, *, a=None, log_sigma2=-8.0, log_threshold=3.0, rng=0):
         raise TypeError(f"model must be a qref.nn.Sequential, got {type(model).__name__}")
     out = copy.deepcopy(model)
     linear = [i for i, m in enumerate(out.layers) if isinstance(m, nn.Linear)]
-    scales = [None] * len(linear) if a is None else list(np.broadcast_to(np.asarray(a, dtype=float), (len(linear),)))
+    if a is None:
+        scales = [None] * len(linear)
+    else:
+        try:
+            scales = list(np.broadcast_to(np.asarray(a, dtype=float), (len(linear),)))
+        except (TypeError, ValueError):
+            raise ValueError(f"a must be None, a float or {len(linear)} floats (one per Linear layer), "
+                             f"got {a!r}") from None
     gen = check_rng(rng)
     for i, s in zip(linear, scales):
         lin = out.layers[i]
@@ -590,8 +598,10 @@ def train_vnq(model, X, y, *, epochs, lr=1e-3, warmup_epochs=None, batch_size=64
 
     Minimises, per minibatch, the mean cross-entropy plus :math:`\beta_e\,\lambda\,
     D_{\mathrm{KL}}/N` (the negative ELBO of Eq. (1) divided by the number :math:`N` of
-    training examples), with Adam. The warm-up factor :math:`\beta_e` rises linearly from 0 in
-    the first epoch to 1 after ``warmup_epochs`` (Sec. 4: "warm-up", Sønderby et al. 2016),
+    training examples), with Adam. The warm-up factor :math:`\beta_e` rises linearly,
+    :math:`\beta_e = \min\{1, (e + 1)/W\}` in epoch :math:`e = 0, 1, \dots` with :math:`W` =
+    ``warmup_epochs``: :math:`1/W` in the first epoch and 1 from the :math:`W`-th on (Sec. 4:
+    "warm-up", Sønderby et al. 2016),
     and the learning rate decreases linearly to 0 over the epochs (Sec. 4.1). After every step
     :math:`\log\sigma^2` is clipped to :math:`[-10, 1]` and the means to the outer edges of
     the funnels at :math:`\pm a` (:meth:`VNQLinear.clip_`). :math:`\lambda` = ``kl_scale`` is 1

@@ -217,3 +217,13 @@ def test_bad_input(rng):
         inq.elq_quantization(net, X, y, X_val=X)
     with pytest.raises(TypeError):
         inq.elq_quantization("net", X, y)
+
+
+@pytest.mark.parametrize("lam", [np.nan, np.inf, -np.inf])
+def test_lam_must_be_finite_with_a_hessian(lam, rng):
+    # regression: with hessian_diag, lam skipped validation, and lam = inf gave alpha = NaN
+    w = rng.normal(size=6)
+    with pytest.raises(ValueError, match="lam must be finite"):
+        inq.elq_quantize(w, rng.normal(size=6), lam=lam, hessian_diag=np.full(6, 2.0))
+    with pytest.raises(TypeError, match="lam"):
+        inq.elq_quantize(w, lam="1", hessian_diag=np.full(6, 2.0))

@@ -244,3 +244,17 @@ def test_bad_input_and_inputs_untouched(rng):
     with pytest.raises(ValueError, match="kernel_size must be a positive integer"):
         qat.FoldedConv2dBN(2, 3, 0)
     assert "stride=1, padding=0, bits=8" in repr(layer)
+
+
+def test_backward_rejects_a_grad_of_the_wrong_shape(rng):
+    # regression: grad_out of the right size but the wrong shape was reshaped silently (here
+    # (1, 3, 6, 6) has the 36 rows of a (4, 2, 5, 5) input with a 3x3 kernel, no padding)
+    layer = qat.FoldedConv2dBN(2, 3, 3, rng=0)
+    y = layer(rng.normal(size=(4, 2, 5, 5)).astype(np.float32))
+    assert y.shape == (4, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"grad_out must have the shape \(4, 3, 3, 3\)"):
+        layer.backward(np.ones((1, 3, 6, 6), np.float32))
+    lin = qat.FoldedLinearBN(4, 3, rng=0)
+    lin(rng.normal(size=(5, 4)).astype(np.float32))
+    with pytest.raises(ValueError, match=r"grad_out must have the shape \(5, 3\)"):
+        lin.backward(np.ones((3, 5), np.float32))

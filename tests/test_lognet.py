@@ -253,3 +253,11 @@ def test_domain_dot_batched_agrees_with_vectors_and_bound(rng):
         assert np.all(np.abs(val - exact) <= eps * scale + 1e-12)
     v1, _ = NU.log_domain_dot(x, w[:, 0], **kw)
     assert v1.shape == (6,)
+
+
+def test_log_add_one_bit_table_threshold():
+    # the docstring's rule for frac_bits=0: the correction rounds to 1 while phi(d) >= 1/2, i.e. for
+    # d <= -log2(sqrt2 - 1) = 1.2716 (not d <= 1, which the text said before)
+    d_star = -math.log2(math.sqrt(2) - 1)
+    got = NU.log_add(np.zeros(4), np.array([1.0, 1.2, d_star - 1e-9, d_star + 1e-9]), frac_bits=0)
+    np.testing.assert_array_equal(got, [2.0, 2.2, d_star - 1e-9 + 1, d_star + 1e-9])

@@ -257,3 +257,45 @@ def test_bad_input():
         V.to_vnq(nn.mlp((4,), weight_quantizer=lambda i: nn.FakeQuantize(4)))
     with pytest.raises(ValueError, match="n_samples"):
         V.kl_reference(0.1, -3.0, n_samples=0)
+
+
+def test_kl_warm_up_schedule_is_as_documented(digits):
+    # the KL weight of epoch e is kl_scale * min(1, (e + 1) / warmup_epochs) / N: 1/W in the first epoch
+    v = V.to_vnq(nn.mlp((8,), rng=0))
+    X, y = digits.X_train[:40], digits.y_train[:40]
+    seen = []
+    for layer in V.vnq_layers(v):
+        original = layer.kl_backward
+        layer.kl_backward = lambda scale, f=original: (seen.append(scale), f(scale))
+    V.train_vnq(v, X, y, epochs=4, warmup_epochs=3, batch_size=40, kl_scale=0.5, rng=0)
+    per_epoch = seen[::2]                                                  # two layers, one step per epoch
+    np.testing.assert_allclose(per_epoch, [0.5 * b / 40 for b in (1 / 3, 2 / 3, 1.0, 1.0)], rtol=1e-12)
+
+
+def test_to_vnq_names_a_on_a_bad_length():
+    # regression: a list of the wrong length raised numpy's broadcast error, which did not name a
+    with pytest.raises(ValueError, match="a must be None, a float or 2 floats"):
+        V.to_vnq(nn.mlp((8,), rng=0), a=[0.1, 0.2, 0.3])
+
+
+def test_noise_does_not_replay_the_initialisation():
+    # regression: with an int seed the noise generator restarted the stream of the He initialisation,
+    # so the first noise draws were the initial weights divided by their standard deviation
+    layer = V.VNQLinear(3, 2, a=0.3, rng=0, bias=False)
+    layer(np.eye(3, dtype=np.float32)[:2])
+    replay = np.random.default_rng(0).standard_normal(4)                 # the draws behind the weights
+    assert np.allclose(layer.weight.data.ravel()[:4] / replay, layer.weight.data.ravel()[0] / replay[0])
+    assert not np.allclose(layer._eps.ravel(), replay, atol=1e-3)
+    again = V.VNQLinear(3, 2, a=0.3, rng=0, bias=False)                  # still reproducible
+    again(np.eye(3, dtype=np.float32)[:2])
+    assert np.array_equal(layer._eps, again._eps) and np.array_equal(layer.weight.data, again.weight.data)
+    gen = np.random.default_rng(0)
+    shared = V.VNQLinear(3, 2, a=0.3, rng=gen, bias=False)              # a Generator is used, not copied
+    assert shared.rng is gen
+
+
+def test_kl_reference_needs_an_antithetic_pair():
+    # regression: n_samples is documented as >= 2, but 1 was accepted (and silently drew 2)
+    with pytest.raises(ValueError, match=r"n_samples must be an integer >= 2, got 1"):
+        V.kl_reference(0.1, -3.0, n_samples=1)
+    assert np.isfinite(V.kl_reference(0.1, -3.0, n_samples=2, rng=0)).all()
