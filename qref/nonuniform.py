@@ -1044,6 +1044,25 @@ def _shift_sum(sign, shift):
     return np.asarray(acc, dtype=object).astype(np.float64)
 
 
+def _log_dot_operands(x, w, x_bits, x_fsr, w_bits, w_fsr, w_base):
+    """Check the operands of a log-domain dot product and encode them (LogNet's two dot products).
+
+    Returns ``w.ndim`` and the (sign, exponent) codes of ``x`` (unsigned) and of ``w``, the
+    latter as ``(n, m)`` columns even for a vector ``w``.
+    """
+    x = as_float_array(x, "x")
+    w = as_float_array(w, "w")
+    if x.ndim not in (1, 2) or w.ndim not in (1, 2) or x.shape[-1] != w.shape[0] or x.shape[-1] == 0:
+        raise ValueError(f"x (n,) or (batch, n) and w (n,) or (n, m) must share a non-zero n, "
+                         f"got shapes {x.shape} and {w.shape}")
+    check_choice(w_base, "w_base", LOG_BASES)
+    sx, ex = log_encode(x, bits=x_bits, fsr=x_fsr, signed=False)
+    sw, ew = log_encode(w, bits=w_bits, fsr=w_fsr, base=w_base)
+    if w.ndim == 1:
+        sw, ew = sw[:, None], ew[:, None]
+    return w.ndim, sx, ex, sw, ew
+
+
 def log_shift_dot(x, w, *, x_bits, x_fsr, w_bits, w_fsr, w_base="2"):
     r"""LogNet's multiplier-free dot product: :math:`x^\top w = \sum_i s_i\, 2^{\tilde x_i + \tilde w_i}`, one shift per term.
 
@@ -1110,18 +1129,11 @@ def log_shift_dot(x, w, *, x_bits, x_fsr, w_bits, w_fsr, w_base="2"):
     >>> float(log_shift_dot(x, w, x_bits=3, x_fsr=1, w_bits=3, w_fsr=0))   # 1/8 - 1/8 + 1/8
     0.125
     """
-    x = as_float_array(x, "x")
-    w = as_float_array(w, "w")
-    if x.ndim not in (1, 2) or w.ndim not in (1, 2) or x.shape[-1] != w.shape[0] or x.shape[-1] == 0:
-        raise ValueError(f"x (n,) or (batch, n) and w (n,) or (n, m) must share a non-zero n, "
-                         f"got shapes {x.shape} and {w.shape}")
-    check_choice(w_base, "w_base", LOG_BASES)
-    sx, ex = log_encode(x, bits=x_bits, fsr=x_fsr, signed=False)
-    sw, ew = log_encode(w, bits=w_bits, fsr=w_fsr, base=w_base)
+    w_ndim, sx, ex, sw, ew = _log_dot_operands(x, w, x_bits, x_fsr, w_bits, w_fsr, w_base)
     k = _LOG_STEPS[w_base]
     # [..., i, j]: term i of output j, exponent in units of 1/k octave
-    sign = (sx[..., :, None] * (sw if w.ndim == 2 else sw[:, None])).astype(np.int8)
-    p = k * ex[..., :, None] + (ew if w.ndim == 2 else ew[:, None])
+    sign = (sx[..., :, None] * sw).astype(np.int8)
+    p = k * ex[..., :, None] + ew
     p = np.moveaxis(p, -2, -1)
     sign = np.moveaxis(sign, -2, -1)
     q, odd = np.divmod(p, k)                                 # 2^(p/k) = 2^q * sqrt2^odd
@@ -1132,7 +1144,7 @@ def log_shift_dot(x, w, *, x_bits, x_fsr, w_bits, w_fsr, w_base="2"):
     if k == 2:
         total = total + _SQRT2 * _shift_sum(np.where(odd == 1, sign, 0), shift)
     out = np.ldexp(total, qmin)
-    return out if w.ndim == 2 else out[..., 0]
+    return out if w_ndim == 2 else out[..., 0]
 
 
 def log_add(a, b, *, frac_bits=None):
@@ -1278,23 +1290,16 @@ def log_domain_dot(x, w, *, x_bits, x_fsr, w_bits, w_fsr, w_base="2", frac_bits=
     >>> log_domain_dot(x, w, x_bits=3, x_fsr=1, w_bits=3, w_fsr=1)
     (1.5, (1.0, -1.0))
     """
-    x = as_float_array(x, "x")
-    w = as_float_array(w, "w")
-    if x.ndim not in (1, 2) or w.ndim not in (1, 2) or x.shape[-1] != w.shape[0] or x.shape[-1] == 0:
-        raise ValueError(f"x (n,) or (batch, n) and w (n,) or (n, m) must share a non-zero n, "
-                         f"got shapes {x.shape} and {w.shape}")
-    check_choice(w_base, "w_base", LOG_BASES)
-    sx, ex = log_encode(x, bits=x_bits, fsr=x_fsr, signed=False)
-    sw, ew = log_encode(w, bits=w_bits, fsr=w_fsr, base=w_base)
-    sw, ew = (sw, ew) if w.ndim == 2 else (sw[:, None], ew[:, None])
+    x_ndim = np.ndim(x)
+    w_ndim, sx, ex, sw, ew = _log_dot_operands(x, w, x_bits, x_fsr, w_bits, w_fsr, w_base)
     # [..., i, j]: term i of output j
     sign = sx[..., :, None] * sw
     p = ex[..., :, None] + ew / _LOG_STEPS[w_base]            # log2 of each product's magnitude
     parts = tuple(log_accumulate(np.where(sign == s, p, -np.inf), frac_bits=frac_bits, axis=-2) for s in (1, -1))
     value = np.exp2(parts[0]) - np.exp2(parts[1])
-    if x.ndim == 1 and w.ndim == 1:
+    if x_ndim == 1 and w_ndim == 1:
         return float(value[0]), (float(parts[0][0]), float(parts[1][0]))
-    if w.ndim == 1:
+    if w_ndim == 1:
         return value[..., 0], (parts[0][..., 0], parts[1][..., 0])
     return value, parts
 

@@ -698,8 +698,10 @@ def quantized_sgd(grad, w0, *, lr, delta, steps, rule="bc", rng=None):
         raise ValueError(f"w0 must be a vector of shape (d,), got shape {w.shape}")
     delta = _check_delta(delta)
     steps = check_positive(steps, "steps", integer=True)
-    lrs = np.broadcast_to(as_float_array(lr, "lr").astype(np.float64), (steps,)) if np.ndim(lr) == 0 else \
-        as_float_array(lr, "lr").astype(np.float64)
+    if np.ndim(lr) == 0:  # one learning rate (an int is fine), or one per step (floats)
+        lrs = np.full(steps, check_positive(lr, "lr"), dtype=np.float64)
+    else:
+        lrs = as_float_array(lr, "lr").astype(np.float64)
     if lrs.shape != (steps,) or not np.all(lrs > 0):
         raise ValueError(f"lr must be a positive float or {steps} positive floats, got shape {np.shape(lr)}")
     gen = check_rng(rng)

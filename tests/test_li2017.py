@@ -191,3 +191,10 @@ def test_bad_input_markov_and_problem():
         T.LeastSquares(np.ones((3, 2)), np.ones(3), batch_size=4)
     with pytest.raises(ValueError, match="shape"):
         T.LeastSquares(np.ones((3, 2)), np.ones(2))
+
+
+def test_integer_learning_rate_is_accepted():
+    grad = lambda w, gen: 2.0 * (w - 0.3)  # noqa: E731
+    a = T.quantized_sgd(grad, [0.0], lr=1, delta=0.25, steps=5, rule="bc", rng=0)
+    b = T.quantized_sgd(grad, [0.0], lr=1.0, delta=0.25, steps=5, rule="bc", rng=0)
+    assert np.array_equal(a.w_float, b.w_float) and np.array_equal(a.w_q, b.w_q)
