@@ -58,7 +58,7 @@ def run(n=N, k=K, repeats=REPEATS, seed=0):
     xl = x.astype(np.float64)
     t_k, (_, cent) = _best(lambda: kmeans1d.cluster(xl, k), 1)
     cent = np.asarray(cent)
-    inertia_k = float(np.sum((xl - hard_quantize(xl, cent)) ** 2))
+    inertia_k = float(np.sum((xl - hard_quantize(xl, cent)[1]) ** 2))
     if abs(inertia_q - inertia_k) > 1e-9 * inertia_k:
         raise AssertionError(f"two exact programs disagree: qref {inertia_q}, kmeans1d {inertia_k}")
     rows.append(dict(benchmark=f"kmeans_1d_optimal, {n / 1e6:g}M float32, k={k}", qref_s=t_q,
