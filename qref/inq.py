@@ -425,12 +425,7 @@ def incremental_quantization(model, X, y, *, bits=5, portions=PAPER_PORTIONS, st
     """
     from . import nn
 
-    layers = weight_layers(model)
-    if not layers:
-        raise ValueError("model has no weight layer (Linear or Conv2d) to quantize")
-    for i, m in enumerate(layers):
-        if m.weight_quantizer is not None:
-            raise ValueError(f"weight layer {i} has a weight_quantizer; INQ quantizes the weights themselves")
+    _check_model(model, "INQ")
     bits = check_bits(bits, "bits", low=2, high=8)
     portions = check_portions(portions)
     strategy = check_choice(strategy, "strategy", PARTITIONS)
@@ -451,27 +446,58 @@ def incremental_quantization(model, X, y, *, bits=5, portions=PAPER_PORTIONS, st
             raise ValueError(f"weight layer {i} is all zero: INQ's n1 = floor(log2(4 s / 3)) needs s = max|W| > 0")
         max_abs.append(s)
     exponents = [inq_exponent_range(s, bits) for s in max_abs]
+
+    def quantize(k, i, w, frozen, count):
+        return inq_step(w, frozen=frozen, count=count, bits=bits, max_abs=max_abs[i], strategy=strategy, rng=gen)
+
+    steps = _partition_quantize_retrain(net, X, y, X_eval, y_eval, portions, quantize, epochs=epochs, lr=lr,
+                                        momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
+                                        rng=gen)
+    return INQResult(net, steps, exponents, acc_float)
+
+
+def _check_model(model, method):
+    """The weight layers of ``model`` (at least one, none with a ``weight_quantizer``)."""
+    layers = weight_layers(model)
+    if not layers:
+        raise ValueError("model has no weight layer (Linear or Conv2d) to quantize")
+    for i, m in enumerate(layers):
+        if m.weight_quantizer is not None:
+            raise ValueError(f"weight layer {i} has a weight_quantizer; {method} quantizes the weights themselves")
+    return layers
+
+
+def _partition_quantize_retrain(net, X, y, X_eval, y_eval, portions, quantize, *, epochs, lr, momentum,
+                                weight_decay, batch_size, rng):
+    """The incremental loop of INQ (Sec. 2.3 of Zhou et al. 2017), shared by INQ and ELQ.
+
+    For each accumulated portion ``k``: ``quantize(k, i, w, frozen, count)`` of every weight
+    layer ``i`` returns its new weights and frozen mask (``count`` frozen entries); the frozen
+    entries are excluded from the optimizer (``Parameter.frozen``); the accuracy is measured;
+    and, unless everything is frozen, the rest is re-trained with SGD. Returns the
+    :class:`INQStep` records.
+    """
+    from . import nn
+
+    layers = weight_layers(net)
     counts = [frozen_counts(m.weight.data.size, portions) for m in layers]
     frozen = [np.zeros(m.weight.data.shape, dtype=bool) for m in layers]
-
     steps = []
     for k, portion in enumerate(portions):
         for i, m in enumerate(layers):
-            w_new, frozen[i] = inq_step(m.weight.data, frozen=frozen[i], count=int(counts[i][k]), bits=bits,
-                                        max_abs=max_abs[i], strategy=strategy, rng=gen)
+            w_new, frozen[i] = quantize(k, i, m.weight.data, frozen[i], int(counts[i][k]))
             m.weight.data[...] = w_new
             m.weight.frozen = frozen[i]
         acc_q = nn.accuracy(net, X_eval, y_eval)
-        loss = []
-        acc_r = acc_q
+        loss, acc_r = [], acc_q
         if portion < 1.0:
             opt = nn.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-            hist = nn.fit(net, X, y, epochs=epochs, optimizer=opt, batch_size=batch_size, rng=gen, progress=False)
+            hist = nn.fit(net, X, y, epochs=epochs, optimizer=opt, batch_size=batch_size, rng=rng, progress=False)
             loss = list(hist.loss)
             acc_r = nn.accuracy(net, X_eval, y_eval)
         steps.append(INQStep(portion, [f.copy() for f in frozen], [m.weight.data.copy() for m in layers],
                              acc_q, acc_r, loss))
-    return INQResult(net, steps, exponents, acc_float)
+    return steps
 
 
 # --------------------------------------------------------------------------------------
@@ -816,12 +842,7 @@ def elq_quantization(model, X, y, *, ternary=True, portions=PAPER_PORTIONS, stra
     """
     from . import nn
 
-    layers = weight_layers(model)
-    if not layers:
-        raise ValueError("model has no weight layer (Linear or Conv2d) to quantize")
-    for i, m in enumerate(layers):
-        if m.weight_quantizer is not None:
-            raise ValueError(f"weight layer {i} has a weight_quantizer; ELQ quantizes the weights themselves")
+    _check_model(model, "ELQ")
     if not isinstance(ternary, (bool, np.bool_)):
         _bad_bool(ternary)
     portions = check_portions(portions)
@@ -844,25 +865,15 @@ def elq_quantization(model, X, y, *, ternary=True, portions=PAPER_PORTIONS, stra
         if not np.any(m.weight.data):
             raise ValueError(f"weight layer {i} is all zero: no scale to fit")
         alphas.append(elq_quantize(m.weight.data, g, ternary=ternary, lam=lam)[1])
-    counts = [frozen_counts(m.weight.data.size, portions) for m in layers]
-    frozen = [np.zeros(m.weight.data.shape, dtype=bool) for m in layers]
 
-    steps = []
-    for k, portion in enumerate(portions):
-        net.train()
-        grads = _full_gradients(net, layers, X, y) if k else grads
-        for i, m in enumerate(layers):
-            w_new, frozen[i] = elq_step(m.weight.data, grads[i], frozen=frozen[i], count=int(counts[i][k]),
-                                        alpha=alphas[i], ternary=ternary, lam=lam, strategy=strategy)
-            m.weight.data[...] = w_new
-            m.weight.frozen = frozen[i]
-        acc_q = nn.accuracy(net, X_eval, y_eval)
-        loss, acc_r = [], acc_q
-        if portion < 1.0:
-            opt = nn.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-            hist = nn.fit(net, X, y, epochs=epochs, optimizer=opt, batch_size=batch_size, rng=gen, progress=False)
-            loss = list(hist.loss)
-            acc_r = nn.accuracy(net, X_eval, y_eval)
-        steps.append(INQStep(portion, [f.copy() for f in frozen], [m.weight.data.copy() for m in layers],
-                             acc_q, acc_r, loss))
+    def quantize(k, i, w, frozen, count):
+        if k and i == 0:  # the gradients after the previous step's re-training, once per step
+            net.train()
+            grads[:] = _full_gradients(net, layers, X, y)
+        return elq_step(w, grads[i], frozen=frozen, count=count, alpha=alphas[i], ternary=ternary, lam=lam,
+                        strategy=strategy)
+
+    steps = _partition_quantize_retrain(net, X, y, X_eval, y_eval, portions, quantize, epochs=epochs, lr=lr,
+                                        momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
+                                        rng=gen)
     return ELQResult(net, steps, alphas, acc_float)
