@@ -36,22 +36,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from _chromium import chromium
+
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 HTML_DIR = Path(os.environ.get("QREF_BOOK_HTML", REPO / "_build" / "html")).resolve()
-CHROMIUM = Path(os.environ.get("QREF_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
 IN_CI = os.environ.get("CI") == "true"
 SCREENSHOTS = HTML_DIR.parent / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
@@ -126,18 +118,8 @@ def server():
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        _skip_or_fail(f"{CHROMIUM} not found: apt-get install chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _skip_or_fail("the playwright Python package is not installed (pip install 'qref[test]')")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium(_skip_or_fail) as b:
+        yield b
 
 
 # --------------------------------------------------------------------------------- helpers

@@ -66,19 +66,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from _chromium import chromium
+
 pytestmark = pytest.mark.live
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path(os.environ.get("QREF_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
 ARTIFACTS = Path(os.environ.get("QREF_LIVE_ARTIFACTS", REPO / "_build" / "live_screenshots"))
 def _chapters():
     names = os.environ.get("QREF_LIVE_CHAPTERS", "rounding,integer_inference")
@@ -296,18 +288,8 @@ def _stop_server(proc, base, token):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        _skip(f"{CHROMIUM} not found: apt-get install chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _skip("the playwright Python package is not installed (pip install 'qref[test]')")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium(_skip) as b:
+        yield b
 
 
 # --------------------------------------------------------------------------------- JS probes
