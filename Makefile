@@ -22,7 +22,8 @@ JB_FLAGS := --all --warningiserror --keep-going
 
 help:
 	@echo "make book   - set up .venv and build the book into $(HTML) (every chapter executed)"
-	@echo "make test   - set up and run every check (unit, no-JIT, doctests, book build, browser)"
+	@echo "make test   - set up and run every check (unit, no-JIT, doctests, book build, browser, live JupyterLab)"
+	@echo "make live   - open two chapters live in JupyterLab and move every figure control (QREF_LIVE_CHAPTERS=all: every chapter)"
 	@echo "make bench  - run benchmarks/ and print the table of measured ratios"
 	@echo "make book-nosolutions - the student edition: exercises without their solutions"
 
