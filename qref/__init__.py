@@ -25,7 +25,7 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.pruning`   magnitude pruning, CLIP-Q (pruning and quantization in parallel), sparse storage
 - :mod:`qref.vnq`       Variational Network Quantization: quantizing prior, KL approximation, VNQLinear, sparse ternary weights
 - :mod:`qref.gradients` quantized gradients: TernGrad, QSGD, 1-bit SGD, error feedback, simulated data-parallel training
-- :mod:`qref.lowprec`   low-precision training: WAGE (integer W, A, G, E), Range BN and gradient bifurcation (Banner et al. 2018)
+- :mod:`qref.lowprec`   low-precision training: WAGE (integer W, A, G, E), Range BN and gradient bifurcation (Banner et al. 2018), L1-norm BN
 - :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
 - :mod:`qref.data`      synthetic weights, the digits data set, the reference model
 - :mod:`qref.widgets`   interactive figures that work live and in the static book

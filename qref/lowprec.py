@@ -35,6 +35,12 @@ the range of the batch times :math:`C(n) = 1/\sqrt{2\ln n}`; and the gradient of
 (:func:`quantize_gradient`), flows on to the previous layer, a 16-bit copy computes the
 weight gradient.
 
+**L1-norm batch normalization** (Wu, Li, Deng, Liu, Xie & Shi 2018; :class:`L1BatchNorm1d`,
+:class:`L1BatchNorm2d`) removes the squares the other way: it divides by
+:math:`\sqrt{\pi/2}` times the mean absolute deviation, which estimates :math:`\sigma` for
+Gaussian data. Range BN and L1BN share one implementation of the layer and differ only in
+the statistic.
+
 What could not be verified offline (the papers were not available): the equation numbers of
 both papers (we cite sections and symbols instead, and the section numbers are our best
 reading of the arXiv versions); WAGE's base limit
@@ -89,6 +95,9 @@ __all__ = [
     "expected_gaussian_range",
     "RangeBatchNorm1d",
     "RangeBatchNorm2d",
+    "L1_BN_CONSTANT",
+    "L1BatchNorm1d",
+    "L1BatchNorm2d",
     "quantize_gradient",
     "GradientBifurcation",
     "banner_mlp",
@@ -976,7 +985,17 @@ def expected_gaussian_range(n):
     return float(np.trapezoid(f, x) if hasattr(np, "trapezoid") else np.trapz(f, x))
 
 
-class _RangeBatchNorm(nn._BatchNorm):
+class _ScaleBatchNorm(nn._BatchNorm):
+    """Batch norm that divides the centred batch by a cheaper statistic than its standard deviation.
+
+    The scale is ``s = factor * t`` per channel, with a constant ``factor`` and a statistic
+    ``t`` of the batch: a subclass computes both with :meth:`_statistic` from the values ``xm``
+    and the centred values ``cm`` (channel-major, shape ``(C, n)``), and the gradient of ``t``
+    with respect to ``c`` times an upstream ``dL/dt`` with :meth:`_statistic_backward`. The
+    rest (the shape checks, running averages, affine map, evaluation mode, and the backward
+    pass through ``c = x - mu``) is here.
+    """
+
     _buffers = ("running_mean", "running_scale")
 
     def __init__(self, num_features, *, momentum=0.1, eps=1e-5):
@@ -996,27 +1015,24 @@ class _RangeBatchNorm(nn._BatchNorm):
                 raise ValueError(f"x must hold at least 2 values per channel in training mode, got shape {x.shape}")
             mu = x.mean(axis=axes, keepdims=True)
             c = x - mu
-            # the range, and where it is attained (first index on ties) for the backward pass
-            xc = np.moveaxis(x, 1, 0).reshape(self.num_features, -1)         # [channel][value]
-            i_max, i_min = xc.argmax(axis=1), xc.argmin(axis=1)
-            rows = np.arange(self.num_features)
-            rng_ = (xc[rows, i_max] - xc[rows, i_min]).astype(np.float64)
-            cn = range_bn_constant(n)
-            scale = cn * rng_ + self.eps
+            xm = np.moveaxis(x, 1, 0).reshape(self.num_features, -1)           # [channel][value]
+            cm = np.moveaxis(c, 1, 0).reshape(self.num_features, -1)
+            factor, t, stat_cache = self._statistic(xm, cm)
+            scale = factor * t + self.eps
             r = self.momentum
             self.running_mean = ((1 - r) * self.running_mean + r * mu.reshape(-1)).astype(self.running_mean.dtype)
-            self.running_scale = ((1 - r) * self.running_scale + r * cn * rng_).astype(self.running_scale.dtype)
-            self._cache = (True, n, cn, i_max, i_min)
+            self.running_scale = ((1 - r) * self.running_scale + r * factor * t).astype(self.running_scale.dtype)
+            self._cache = (True, cm, factor, stat_cache)
         else:
             c = x - self.running_mean.astype(x.dtype).reshape(shape)
             scale = self.running_scale.astype(np.float64) + self.eps
-            self._cache = (False, None, None, None, None)
+            self._cache = (False, None, None, None)
         self._scale = scale.astype(x.dtype).reshape(shape)
         self._xhat = (c / self._scale).astype(x.dtype, copy=False)
         return self._xhat * self.weight.data.astype(x.dtype).reshape(shape) + self.bias.data.astype(x.dtype).reshape(shape)
 
     def backward(self, grad_out):
-        training, n, cn, i_max, i_min = self._cache
+        training, cm, factor, stat_cache = self._cache
         axes, shape = self._axes, (1, -1) + (1,) * (self._ndim - 2)
         g = as_float_array(grad_out, "grad_out", finite=False)
         if g.shape != self._xhat.shape:
@@ -1026,16 +1042,43 @@ class _RangeBatchNorm(nn._BatchNorm):
         dxhat = g * self.weight.data.astype(g.dtype).reshape(shape)
         if not training:
             return (dxhat / self._scale).astype(g.dtype)
-        dc = dxhat / self._scale                                          # through c = x - mu
-        dx = dc - dc.mean(axis=axes, keepdims=True)
-        dscale = -(dxhat * self._xhat).sum(axis=axes) / self._scale.reshape(-1)   # dL/ds, s = C(n) range + eps
-        d_range = dscale * cn                                             # range = x[i_max] - x[i_min]
-        dxc = np.moveaxis(dx, 1, 0).reshape(self.num_features, -1).copy()
-        rows = np.arange(self.num_features)
-        dxc[rows, i_max] += d_range
-        dxc[rows, i_min] -= d_range
+        dc = dxhat / self._scale                                          # through c/s, s fixed
+        dx = dc - dc.mean(axis=axes, keepdims=True)                       # through c = x - mu
+        dscale = -(dxhat * self._xhat).sum(axis=axes) / self._scale.reshape(-1)   # dL/ds
+        dt = self._statistic_backward(dscale * factor, cm, stat_cache)    # dL/dc through s = factor t
+        dt = dt - dt.mean(axis=1, keepdims=True)                          # through c = x - mu
         moved = np.moveaxis(dx, 1, 0).shape
-        return np.moveaxis(dxc.reshape(moved), 0, 1).astype(g.dtype)
+        dxm = np.moveaxis(dx, 1, 0).reshape(self.num_features, -1) + dt
+        return np.moveaxis(dxm.reshape(moved), 0, 1).astype(g.dtype)
+
+
+class _RangeBatchNorm(_ScaleBatchNorm):
+    def _statistic(self, xm, cm):
+        # the range, and where it is attained (first index on ties) for the backward pass
+        i_max, i_min = xm.argmax(axis=1), xm.argmin(axis=1)
+        rows = np.arange(xm.shape[0])
+        t = (xm[rows, i_max] - xm[rows, i_min]).astype(np.float64)
+        return range_bn_constant(xm.shape[1]), t, (i_max, i_min)
+
+    def _statistic_backward(self, dt, cm, cache):
+        i_max, i_min = cache
+        d = np.zeros(cm.shape, dtype=np.float64)
+        rows = np.arange(cm.shape[0])
+        d[rows, i_max] += dt
+        d[rows, i_min] -= dt
+        return d
+
+
+#: :math:`\sqrt{\pi/2}`: for Gaussian data, :math:`\sqrt{\pi/2}\,\mathbb{E}|x - \mu| = \sigma`.
+L1_BN_CONSTANT = math.sqrt(math.pi / 2)
+
+
+class _L1BatchNorm(_ScaleBatchNorm):
+    def _statistic(self, xm, cm):
+        return L1_BN_CONSTANT, np.abs(cm).mean(axis=1, dtype=np.float64), None
+
+    def _statistic_backward(self, dt, cm, cache):
+        return dt[:, None] * np.sign(cm) / cm.shape[1]
 
 
 _RBN_DOC = r"""Range batch normalization (Banner et al. 2018) over {what}: divide by the batch's range, not its standard deviation.
@@ -1115,6 +1158,87 @@ RangeBatchNorm1d.__doc__ = _RBN_DOC.format(
 RangeBatchNorm2d.__doc__ = _RBN_DOC.format(
     what="the channels of NCHW images", feat="Channels ``C`` of the input.",
     example=""">>> bn = RangeBatchNorm2d(3)
+    >>> y = bn(np.random.default_rng(0).normal(2.0, 3.0, size=(8, 3, 4, 4)))
+    >>> y.shape, bool(np.allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-6))
+    ((8, 3, 4, 4), True)""")
+
+
+_L1BN_DOC = r"""L1-norm batch normalization (Wu et al. 2018) over {what}: divide by the mean absolute deviation.
+
+    Training mode, per channel over the :math:`n` values of the minibatch:
+
+    .. math::
+
+        \hat x_i = \frac{{x_i - \mu}}{{\sqrt{{\pi/2}}\;\frac1n\sum_j |x_j - \mu| + \epsilon}}, \qquad
+        y_i = \gamma\hat x_i + \beta,
+
+    the L1BN of Wu, Li, Deng, Liu, Xie and Shi (2018): the standard deviation of ordinary batch
+    norm is replaced by the mean absolute deviation times :math:`\sqrt{{\pi/2}}`
+    (:data:`L1_BN_CONSTANT`), which equals :math:`\sigma` for Gaussian data, so the layer is
+    a drop-in replacement. Forward and backward need only sums, absolute values and signs, no
+    squares or square roots, which is what makes it friendly to low-bit arithmetic; the same
+    motivation as :class:`RangeBatchNorm1d`, with a statistic that averages over the batch
+    instead of resting on two extreme values. Backward, with
+    :math:`s = \sqrt{{\pi/2}}\,\frac1n\sum_j|c_j| + \epsilon`, :math:`c = x - \mu` and
+    :math:`g = \gamma\,\partial L/\partial y`:
+
+    .. math::
+
+        \frac{{\partial L}}{{\partial x_i}} = \frac{{g_i - \bar g}}{{s}}
+        - \frac{{\sqrt{{\pi/2}}}}{{n\,s}}\Big(\sum_j g_j \hat x_j\Big)
+          \big(\operatorname{{sign}}(c_i) - \overline{{\operatorname{{sign}}(c)}}\big).
+
+    Evaluation mode uses running averages of :math:`\mu` and of the scale (``running_scale``).
+    ``sign(0) = 0`` at a value exactly at the mean (a subgradient).
+
+    Parameters
+    ----------
+    num_features : int >= 1
+        {feat}
+    momentum : float in [0, 1]
+    eps : float > 0
+
+    Attributes
+    ----------
+    weight, bias : Parameter, shape (num_features,)
+        :math:`\gamma` and :math:`\beta`, named as in :class:`qref.nn.BatchNorm1d`.
+    running_mean, running_scale : ndarray, shape (num_features,)
+
+    Raises
+    ------
+    ValueError
+        For a wrong shape, NaN/Inf, or fewer than 2 values per channel in training mode.
+
+    References
+    ----------
+    Wu, S., Li, G., Deng, L., Liu, L., Xie, Y. and Shi, L. (2018). L1-norm batch normalization
+    for efficient training of deep neural networks. arXiv:1802.09769.
+
+    Examples
+    --------
+    {example}
+    """
+
+
+class L1BatchNorm1d(_L1BatchNorm):
+    _axes = (0,)
+    _ndim = 2
+
+
+class L1BatchNorm2d(_L1BatchNorm):
+    _axes = (0, 2, 3)
+    _ndim = 4
+
+
+L1BatchNorm1d.__doc__ = _L1BN_DOC.format(
+    what="the features of ``(n, num_features)`` inputs", feat="Features (columns) of the input.",
+    example=""">>> bn = L1BatchNorm1d(1, eps=1e-12)
+    >>> x = np.array([[0.0], [1.0], [2.0], [5.0]])   # mean 2, mean |x - 2| = 1.5
+    >>> (bn(x).ravel() * 1.5 * L1_BN_CONSTANT).round(6)
+    array([-2., -1.,  0.,  3.])""")
+L1BatchNorm2d.__doc__ = _L1BN_DOC.format(
+    what="the channels of NCHW images", feat="Channels ``C`` of the input.",
+    example=""">>> bn = L1BatchNorm2d(3)
     >>> y = bn(np.random.default_rng(0).normal(2.0, 3.0, size=(8, 3, 4, 4)))
     >>> y.shape, bool(np.allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-6))
     ((8, 3, 4, 4), True)""")
@@ -1252,7 +1376,7 @@ def banner_mlp(hidden=(64,), *, norm="range", bits=8, error_bits=8, weight_bits=
     For ``hidden=(64,)``::
 
         GradientBifurcation(Linear(64, 64, weight_quantizer=FakeQuantize(bits, symmetric=True)))
-        RangeBatchNorm1d(64)        # or BatchNorm1d (norm="batch"), or nothing (norm=None)
+        RangeBatchNorm1d(64)        # or L1BatchNorm1d (norm="l1"), BatchNorm1d (norm="batch"), or nothing
         ReLU -> FakeQuantize(bits)
         GradientBifurcation(Linear(64, 10, weight_quantizer=FakeQuantize(bits, symmetric=True)))
 
@@ -1262,7 +1386,9 @@ def banner_mlp(hidden=(64,), *, norm="range", bits=8, error_bits=8, weight_bits=
     Parameters
     ----------
     hidden : sequence of int
-    norm : {"range", "batch", None}
+    norm : {"range", "l1", "batch", None}
+        :class:`RangeBatchNorm1d`, :class:`L1BatchNorm1d` (Wu et al. 2018),
+        :class:`qref.nn.BatchNorm1d`, or none.
     bits : int in [2, 16] or None
         Weights and activations (None: float).
     error_bits, weight_bits : int in [2, 16] or None
@@ -1284,8 +1410,8 @@ def banner_mlp(hidden=(64,), *, norm="range", bits=8, error_bits=8, weight_bits=
     >>> [type(m).__name__ for m in net.layers]
     ['GradientBifurcation', 'RangeBatchNorm1d', 'ReLU', 'FakeQuantize', 'GradientBifurcation']
     """
-    if norm not in ("range", "batch", None):
-        raise ValueError(f"norm must be one of 'range', 'batch', None; got {norm!r}")
+    if norm not in ("range", "l1", "batch", None):
+        raise ValueError(f"norm must be one of 'range', 'l1', 'batch', None; got {norm!r}")
     bits = _bits(bits, "bits")
     hidden = [check_positive(h, "hidden", integer=True) for h in hidden]
     widths = [check_positive(in_features, "in_features", integer=True), *hidden,
@@ -1299,6 +1425,8 @@ def banner_mlp(hidden=(64,), *, norm="range", bits=8, error_bits=8, weight_bits=
         if i < len(widths) - 2:
             if norm == "range":
                 layers.append(RangeBatchNorm1d(widths[i + 1]))
+            elif norm == "l1":
+                layers.append(L1BatchNorm1d(widths[i + 1]))
             elif norm == "batch":
                 layers.append(nn.BatchNorm1d(widths[i + 1]))
             layers.append(nn.ReLU())

@@ -385,6 +385,67 @@ def test_range_bn_float32_and_input_untouched(rng):
     assert y.dtype == np.float32 and bn.backward(np.ones_like(y)).dtype == np.float32
 
 
+# L1-norm batch normalization (Wu et al. 2018)
+
+
+@pytest.mark.parametrize("cls,shape", [(LP.L1BatchNorm1d, (7, 3)), (LP.L1BatchNorm2d, (3, 2, 3, 2))])
+def test_l1_bn_backward_matches_finite_differences(cls, shape, rng):
+    x = rng.normal(size=shape)
+    wt = rng.normal(size=shape)
+    bn = cls(shape[1]).astype(np.float64)
+    bn.weight.data[:] = rng.uniform(0.5, 2, shape[1])
+    bn.bias.data[:] = rng.normal(size=shape[1])
+    bn(x)
+    dx = bn.backward(wt)
+    xw = x.copy()
+    num = nn.numerical_gradient(lambda _: float(np.sum(bn.forward(xw) * wt)), xw, eps=1e-6)
+    np.testing.assert_allclose(dx, num, rtol=1e-5, atol=1e-7)
+    for p in (bn.weight, bn.bias):
+        g = p.grad.copy()
+        num_p = nn.numerical_gradient(lambda _: float(np.sum(bn.forward(x) * wt)), p.data, eps=1e-6)
+        np.testing.assert_allclose(g, num_p, rtol=1e-5, atol=1e-7)
+
+
+def test_l1_bn_forward_hand_eval_and_gaussian_scale(rng):
+    x = _ro(np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [5.0, 1.0]]))
+    bn = LP.L1BatchNorm1d(2, momentum=0.5, eps=1e-12)
+    y = bn(x)
+    k = math.sqrt(math.pi / 2)
+    assert LP.L1_BN_CONSTANT == pytest.approx(k, rel=1e-15)
+    np.testing.assert_allclose(y[:, 0], (x[:, 0] - 2.0) / (k * 1.5))     # mean |x - 2| = (2+1+0+3)/4
+    np.testing.assert_allclose(y[:, 1], 0.0)                                # a constant channel: 0, no NaN
+    np.testing.assert_allclose(bn.running_scale, [0.5 + 0.5 * k * 1.5, 0.5], rtol=1e-6)
+    bn.eval()
+    np.testing.assert_allclose(bn(x)[:, 0], (x[:, 0] - 1.0) / (0.5 + 0.5 * k * 1.5 + 1e-12), rtol=1e-6)
+    # Gaussian data: sqrt(pi/2) E|x - mu| = sigma, so L1BN matches ordinary batch norm
+    z = rng.normal(3.0, 5.0, size=(20_000, 4))
+    y1 = LP.L1BatchNorm1d(4)(z)
+    y2 = nn.BatchNorm1d(4).astype(np.float64)(z)
+    assert abs(y1.std(axis=0) - 1).max() < 0.02
+    assert np.abs(y1 - y2).max() < 0.03 * np.abs(y2).max()
+    # heavier tails (Laplace): the mean absolute deviation is sigma / sqrt(2), so the output's
+    # std is sqrt(2) / sqrt(pi/2) = 2 / sqrt(pi), not 1: the factor is a Gaussian assumption
+    y3 = LP.L1BatchNorm1d(4)(rng.laplace(size=(20_000, 4)))
+    assert abs(y3.std(axis=0).mean() - 2 / math.sqrt(math.pi)) < 0.02
+
+
+def test_l1_bn_bad_input_dtype_and_input_untouched(rng):
+    bn = LP.L1BatchNorm1d(3)
+    with pytest.raises(ValueError, match="shape"):
+        bn(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="at least 2 values"):
+        bn(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        bn(np.array([[0.0, np.nan, 1.0], [1.0, 2.0, 3.0]]))
+    x = _ro(rng.normal(size=(16, 4, 3, 3)).astype(np.float32))
+    bn2 = LP.L1BatchNorm2d(4)
+    y = bn2(x)
+    assert y.dtype == np.float32 and bn2.backward(np.ones_like(y)).dtype == np.float32
+    with pytest.raises(ValueError, match="norm"):
+        LP.banner_mlp(norm="l2")
+    assert [type(m).__name__ for m in LP.banner_mlp((8,), norm="l1").layers][1] == "L1BatchNorm1d"
+
+
 # --------------------------------------------------------------------------------------
 # Gradient quantization and bifurcation
 # --------------------------------------------------------------------------------------
