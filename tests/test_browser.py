@@ -32,11 +32,10 @@ import re
 import sys
 import threading
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from _chromium import chromium
+from _chromium import chromium, is_local, refuse_other_hosts
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 HTML_DIR = Path(os.environ.get("QREF_BOOK_HTML", REPO / "_build" / "html")).resolve()
 IN_CI = os.environ.get("CI") == "true"
 SCREENSHOTS = HTML_DIR.parent / "screenshots"
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
 def _skip_or_fail(reason):
@@ -179,11 +177,6 @@ def _reveal(page, root, tag):
     assert root.is_visible(), f"{tag}: the widget is hidden and no dropdown around it could be opened"
 
 
-def _is_local(url):
-    scheme = urlsplit(url).scheme
-    return scheme in ("data", "blob", "about", "") or urlsplit(url).hostname in LOCAL_HOSTS
-
-
 def _change(page, control):
     """Move one control the way a reader would; return a description of what was done."""
     kind = control.evaluate("el => el.tagName === 'SELECT' ? 'select' : el.type")
@@ -242,26 +235,17 @@ def test_page(page_name, server, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    errors, external = [], []
-
-    # The sandbox has no internet: requests to other hosts (thebe, binder,
-    # launch buttons) are aborted at once instead of timing out, and recorded. Console
-    # errors they cause are not failures; errors from our own pages and scripts are.
-    def route(r):
-        if _is_local(r.request.url):
-            r.continue_()
-        else:
-            external.append(r.request.url)
-            r.abort()
-
-    context.route("**/*", route)
+    errors = []
+    # requests to other hosts are refused at once and recorded; console errors they cause are
+    # not failures, errors from our own pages and scripts are
+    external = refuse_other_hosts(context)
     page = context.new_page()
 
     def on_console(msg):
         if msg.type != "error":
             return
         where = (msg.location or {}).get("url", "")
-        if where and not _is_local(where):
+        if where and not is_local(where):
             return  # a failed request to (or a script from) an external host
         errors.append(f"console error at {where or '?'}: {msg.text}")
 
@@ -269,7 +253,7 @@ def test_page(page_name, server, browser):
     page.on("pageerror", lambda exc: errors.append(f"uncaught exception: {exc}"))
     page.on(
         "requestfailed",
-        lambda req: None if not _is_local(req.url) else errors.append(f"failed request {req.url}: {req.failure}"),
+        lambda req: None if not is_local(req.url) else errors.append(f"failed request {req.url}: {req.failure}"),
     )
     try:
         response = page.goto(f"{server}/{page_name}.html", wait_until="load")
@@ -282,7 +266,7 @@ def test_page(page_name, server, browser):
         assert not math["errors"], f"TeX errors on {page_name}: {math['errors']}"
 
         images = page.evaluate(_WAIT_IMAGES)
-        broken = [im for im in images if _is_local(im["src"]) and not (im["complete"] and im["width"] > 0)]
+        broken = [im for im in images if is_local(im["src"]) and not (im["complete"] and im["width"] > 0)]
         assert not broken, f"images that did not load on {page_name}: {broken}"
         page.screenshot(path=str(SCREENSHOTS / f"{slug}.png"), full_page=True)
 

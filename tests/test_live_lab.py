@@ -62,11 +62,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from _chromium import chromium
+from _chromium import chromium, is_local, refuse_other_hosts
 
 pytestmark = pytest.mark.live
 
@@ -88,7 +87,6 @@ SERVER_START_TIMEOUT_S = 90  # the server answers /api/status
 OPEN_TIMEOUT_MS = 120_000  # JupyterLab loads, opens the chapter, attaches every cell, kernel idle
 RUN_ALL_TIMEOUT_MS = 300_000  # every cell executed (chapters take < 30 s in the book build)
 UPDATE_TIMEOUT_MS = 30_000  # one widget update (median 56-110 ms in the static build)
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # What jupyterlab-myst logs as console errors while rendering one cell at a time: a {ref} to a
 # label in another cell, a KaTeX error (also flagged in the rendered cell, where the test finds it).
 MYST_CONSOLE = r"Cross reference target was not found|Undefined control sequence|KaTeX|Citation|at position \d+:"
@@ -396,10 +394,6 @@ def _slug(text):
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "x"
 
 
-def _is_local(url):
-    parts = urlsplit(url)
-    return parts.scheme in ("data", "blob", "about", "") or parts.hostname in LOCAL_HOSTS
-
 
 def _kernel_id(lab, path):
     sessions = [s for s in _api(lab.base, lab.token, "/api/sessions") if s.get("path") == path]
@@ -509,16 +503,8 @@ def test_chapter_live_in_jupyterlab(chapter, browser, lab):
         old.unlink()
 
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    external, js_errors, myst_console, jupytext_console = [], [], [], []
-
-    def route(r):  # no internet in the sandbox (and none needed): refuse other hosts at once
-        if _is_local(r.request.url):
-            r.continue_()
-        else:
-            external.append(r.request.url)
-            r.abort()
-
-    context.route("**/*", route)
+    js_errors, myst_console, jupytext_console = [], [], []
+    external = refuse_other_hosts(context)  # no internet in the sandbox (and none needed)
     page = context.new_page()
 
     def on_console(msg):
@@ -527,7 +513,7 @@ def test_chapter_live_in_jupyterlab(chapter, browser, lab):
         if msg.type != "error":
             return
         where = (msg.location or {}).get("url", "")
-        if where and not _is_local(where):
+        if where and not is_local(where):
             return
         if re.search(MYST_CONSOLE, msg.text):  # jupyterlab-myst's rendering messages: checked in the DOM
             myst_console.append(msg.text.splitlines()[0][:160])
