@@ -14,33 +14,14 @@ Run it alone with ``python benchmarks/bench_mixed.py`` or with every benchmark t
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 
 from qref import data, mixed, nn
 
+from bench_uniform import _best_of, _row
+
 REPEATS = 7
-SETTLE_S = 0.02
-
-
-def _best_of(candidates, repeats=REPEATS, settle=SETTLE_S):
-    """Best wall time of each zero-argument callable, timed in interleaved rounds after a warm-up."""
-    for f in candidates.values():
-        f()
-    best = dict.fromkeys(candidates, float("inf"))
-    for _ in range(repeats):
-        for name, f in candidates.items():
-            time.sleep(settle)
-            t = time.perf_counter()
-            f()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
-
-
-def _row(benchmark, qref_s, baseline, baseline_s, target=None, note=""):
-    return dict(benchmark=benchmark, qref_s=qref_s, baseline=baseline, baseline_s=baseline_s,
-                ratio=qref_s / baseline_s, target=target, note=note)
 
 
 def _brute(omega, sizes, options):
