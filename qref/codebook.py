@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._numba import USE_NUMBA, njit, prange
 from ._validation import as_float_array, check_bits, check_int, check_positive, check_range, check_rng
 
 __all__ = [
@@ -84,7 +85,7 @@ def _index_dtype(k):
     return np.min_scalar_type(k - 1)
 
 
-def _nearest(xf, u):
+def _nearest_numpy(xf, u):
     """Position in the sorted distinct codewords ``u`` of the one nearest each ``xf``; ties go down.
 
     A binary search places each value between two neighbours, ``u[hi - 1] < x <= u[hi]``;
@@ -95,6 +96,37 @@ def _nearest(xf, u):
     hi = np.minimum(hi, u.size - 1)
     take_hi = (u[hi] - xf) < (xf - u[lo])  # strict: a tie keeps the lower codeword
     return np.where(take_hi, hi, lo)
+
+
+@njit(parallel=True)
+def _nearest_kernel(xf, u, out):  # pragma: no cover - compiled (tests run it under NUMBA_DISABLE_JIT too)
+    """Numba twin of :func:`_nearest_numpy`: the same search and comparison, one value at a time."""
+    k = u.size
+    for p in prange(xf.size):
+        x = xf[p]
+        lo = 0
+        hi = k
+        while lo < hi:  # first position with u >= x: searchsorted(side="left")
+            mid = (lo + hi) >> 1
+            if u[mid] < x:
+                lo = mid + 1
+            else:
+                hi = mid
+        up = min(lo, k - 1)
+        down = max(lo - 1, 0)
+        out[p] = up if (u[up] - x) < (x - u[down]) else down
+
+
+_NEAREST_PARALLEL = 1 << 16  #: values from which the numba twin (on all threads) runs
+
+
+def _nearest(xf, u):
+    """:func:`_nearest_numpy`, or its numba twin for large inputs (the same int64 positions)."""
+    if USE_NUMBA and xf.size >= _NEAREST_PARALLEL:
+        out = np.empty(xf.shape, dtype=np.int64)
+        _nearest_kernel(xf.reshape(-1), u, out.reshape(-1))
+        return out
+    return _nearest_numpy(xf, u)
 
 
 # --------------------------------------------------------------------------------------

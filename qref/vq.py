@@ -112,10 +112,24 @@ __all__ = [
 #   About 6 comparisons per row here, against ~20 cost evaluations per row for divide and
 #   conquer, and the comparisons need no division. The numba kernel.
 #
-# On top of either fast layer, kmeans_1d_optimal meets in the middle: the first ceil(k/2)
+# On top of either fast layer, the layered program meets in the middle: the first ceil(k/2)
 # clusters are solved on prefixes (forward) and the last floor(k/2) on suffixes (the same
 # program on the reversed, negated values), and the best split point joins them. The two
 # halves are independent, so with numba they run on two threads.
+#
+# Without layers: Lagrangian relaxation (Aggarwal, Schieber and Tokuyama 1994). Charge a
+# price lam for every cluster and drop the count:
+#     G[i] = min_{0 <= l <= i} G[l-1] + lam + cost(l, i),    G[-1] = 0,
+# one sweep of the same queue (a start's value G[l-1] is known by the time it joins, at row
+# l). If the clustering it finds has exactly k clusters, it is an optimal k-clustering: any
+# other k-clustering P has cost(P) + lam k >= G[m-1] = cost(found) + lam k. The optimal cost
+# f(k) is convex in k, so the prices that give k clusters form the interval
+# [f(k) - f(k+1), f(k-1) - f(k)]; its middle is estimated on a coarse copy of the data
+# (blocks of consecutive values, a few thousand points), and one sweep of the full data
+# usually lands in it. If not, the found clusterings bracket k and the slope between them is
+# the next price; if k is not a corner of the convex hull of f (no price isolates it), or
+# after a few sweeps, the layered program takes over. One sweep costs about one layer, so
+# this is ~k/2 times less work than the layers on two threads.
 
 
 def _cost(W, S, Q, l, i):
@@ -204,6 +218,49 @@ def _later_wins(E, W, S, c, b, r):  # pragma: no cover - compiled (tests run it 
     return (E[c] - E[b]) * wc * wb < sc * sc * wb - sb * sb * wc
 
 
+@njit(inline="always", error_model="numpy")
+def _push(E, W, S, queue, takeover, head, tail, c, i, last):  # pragma: no cover - compiled
+    """Start ``c`` joins the back of ``queue[head:tail]`` at row ``i``; returns the new tail.
+
+    First the starts that ``c`` beats from their own takeover row on are removed (they are
+    never best again); then, unless ``c`` is alone, the first row where ``c`` beats the new
+    back is found (step out, then bisect). A start that never wins before the last row is
+    not added. Ties keep the earlier start.
+    """
+    while tail > head and _later_wins(E, W, S, c, queue[tail - 1], max(takeover[tail - 1], i)):
+        tail -= 1
+    if tail == head:
+        queue[tail] = c
+        takeover[tail] = i
+        return tail + 1
+    b = queue[tail - 1]
+    lo = max(takeover[tail - 1], i)  # c loses here
+    hi = lo + 1
+    step = 1
+    while True:
+        if hi >= last:
+            hi = last
+            found = hi > lo and _later_wins(E, W, S, c, b, hi)
+            break
+        if _later_wins(E, W, S, c, b, hi):
+            found = True
+            break
+        lo = hi
+        step = step + 1 if step < 8 else 2 * step
+        hi = lo + step
+    if not found:
+        return tail
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _later_wins(E, W, S, c, b, mid):
+            hi = mid
+        else:
+            lo = mid
+    queue[tail] = c
+    takeover[tail] = hi
+    return tail + 1
+
+
 @njit(error_model="numpy")
 def _dp_queue_kernel(W, S, Q, k):  # pragma: no cover - compiled (tests run it under NUMBA_DISABLE_JIT too)
     """The same program as :func:`_dp_dc_numpy`, each layer in one sweep down the rows with a queue.
@@ -221,48 +278,14 @@ def _dp_queue_kernel(W, S, Q, k):  # pragma: no cover - compiled (tests run it u
     E = np.empty(m)
     queue = np.empty(m, dtype=np.int64)
     takeover = np.empty(m, dtype=np.int64)
-    last = m - 1
     for j in range(2, k + 1):
         for l in range(j - 1, m):
             E[l] = D[l - 1] - Q[l]
         head = 0
         tail = 0
         for i in range(j - 1, m):
-            c = i  # the start that becomes possible at row i (a cluster of point i alone)
-            # drop the starts c beats from their own takeover row on: they are never best again
-            while tail > head and _later_wins(E, W, S, c, queue[tail - 1], max(takeover[tail - 1], i)):
-                tail -= 1
-            if tail == head:
-                queue[tail] = c
-                takeover[tail] = i
-                tail += 1
-            else:
-                # c loses at lo; find the first row where it wins: step out, then bisect
-                b = queue[tail - 1]
-                lo = max(takeover[tail - 1], i)
-                hi = lo + 1
-                step = 1
-                while True:
-                    if hi >= last:
-                        hi = last
-                        found = hi > lo and _later_wins(E, W, S, c, b, hi)
-                        break
-                    if _later_wins(E, W, S, c, b, hi):
-                        found = True
-                        break
-                    lo = hi
-                    step = step + 1 if step < 8 else 2 * step
-                    hi = lo + step
-                if found:  # c never wins before the last row otherwise: it is never best
-                    while hi - lo > 1:
-                        mid = (lo + hi) // 2
-                        if _later_wins(E, W, S, c, b, mid):
-                            hi = mid
-                        else:
-                            lo = mid
-                    queue[tail] = c
-                    takeover[tail] = hi
-                    tail += 1
+            # the start that becomes possible at row i: a cluster of point i alone
+            tail = _push(E, W, S, queue, takeover, head, tail, i, i, m - 1)
             if tail - head >= 2 and takeover[head + 1] <= i:
                 head += 1  # takeover rows are distinct: at most one handover per row
             l = queue[head]
@@ -275,15 +298,50 @@ def _dp_queue_kernel(W, S, Q, k):  # pragma: no cover - compiled (tests run it u
     return B, D
 
 
+@njit(error_model="numpy")
+def _lagrangian_kernel(W, S, Q, lam, E, work):  # pragma: no cover - compiled (tests run it under NUMBA_DISABLE_JIT too)
+    """One sweep of ``G[i] = min_l G[l-1] + lam + cost(l, i)``: any number of clusters, each priced ``lam``.
+
+    The queue of :func:`_dp_queue_kernel` with ``E[l] = G[l-1] + lam - Q[l]``, filled as the
+    sweep goes (start ``l`` joins at row ``l``, when ``G[l-1]`` is known). Fills ``work[0]``
+    with the best start of the last cluster for every row (``work[1:]``: the clusters'
+    counts, the queue and the takeover rows; ``E`` and ``work`` (4, m) are scratch passed in,
+    since numba's own allocations of large arrays cost more than the sweep's arithmetic).
+    Returns the number of clusters of the best clustering of all points and its cost
+    (without the price).
+    """
+    m = W.size - 1
+    B, count, queue, takeover = work[0], work[1], work[2], work[3]
+    head = 0
+    tail = 0
+    g = 0.0  # G[i - 1]; G[-1] = 0
+    for i in range(m):
+        E[i] = g + lam - Q[i]
+        tail = _push(E, W, S, queue, takeover, head, tail, i, i, m - 1)
+        if tail - head >= 2 and takeover[head + 1] <= i:
+            head += 1
+        l = queue[head]
+        B[i] = l
+        s = S[i + 1] - S[l]
+        w = W[i + 1] - W[l]
+        g = E[l] + Q[i + 1] - s * s / w
+        count[i] = count[l - 1] + 1 if l > 0 else 1
+    return count[m - 1], g - lam * count[m - 1]
+
+
 def _backtrack(B, n, k):
-    """Cluster index of each of the first n sorted points, in k clusters, from the table of best starts."""
-    labels = np.empty(n, dtype=np.int64)
+    """Bounds ``b[0] = 0 < b[1] < ... < b[k] = n`` of the k runs of the first n sorted points.
+
+    From the table of best starts of a layered program: run ``j`` is ``b[j]..b[j+1]-1``.
+    """
+    bounds = np.empty(k + 1, dtype=np.int64)
+    bounds[k] = n
     i = n - 1
-    for j in range(k, 0, -1):
-        l = int(B[j - 1, i]) if j > 1 else 0
-        labels[l:i + 1] = j - 1
-        i = l - 1
-    return labels
+    for j in range(k, 1, -1):
+        bounds[j - 1] = B[j - 1, i]
+        i = bounds[j - 1] - 1
+    bounds[0] = 0
+    return bounds
 
 
 def _prefix_sums(c, w):
@@ -293,12 +351,30 @@ def _prefix_sums(c, w):
             np.concatenate((zero, np.cumsum(w * c * c))))
 
 
+@njit(error_model="numpy")
+def _prefix_sums_kernel(c, w, P):  # pragma: no cover - compiled (tests run it under NUMBA_DISABLE_JIT too)
+    """:func:`_prefix_sums` in one pass (the same sums, in the same order), into the rows of ``P`` (3, m + 1)."""
+    a = b = d = 0.0
+    P[0, 0] = P[1, 0] = P[2, 0] = 0.0
+    for i in range(c.size):
+        wc = w[i] * c[i]
+        a += w[i]
+        b += wc
+        d += wc * c[i]
+        P[0, i + 1] = a
+        P[1, i + 1] = b
+        P[2, i + 1] = d
+
+
 _LAYERS = {"quadratic": _dp_quadratic, "dc": _dp_dc_numpy, "queue": _dp_queue_kernel}
 _THREADS_FROM = 20_000  # distinct values; below this two threads cost more than they save
+_LAGRANGIAN_FROM = 20_000  # distinct values; below this the layers are as fast
+_COARSE = 4096  #: points of the coarse copy that estimates the price (at least 32 per cluster)
+_SWEEPS = 8  #: sweeps of the full data before the Lagrangian program gives up
 
 
-def _optimal_runs(c, w, k, method):
-    """Cluster index of each of the m sorted, distinct, centred values ``c`` (weights ``w``).
+def _layered_runs(c, w, k, method):
+    """Bounds of the k runs of the m sorted, distinct, centred values ``c`` (weights ``w``), by layers.
 
     Meets in the middle: the first ``k1 = ceil(k/2)`` clusters on every prefix (forward), the
     last ``k2 = k - k1`` on every suffix (the same program on ``-c`` reversed), then the split
@@ -322,10 +398,87 @@ def _optimal_runs(c, w, k, method):
         (Bf, F), (Bg, G) = layers(*forward), layers(*backward)
     p = np.arange(k1 - 1, m - k2)  # the suffix p+1..m-1 is the reversed prefix 0..m-2-p
     p = int(p[np.argmin(F[p] + G[m - 2 - p])])
-    labels = np.empty(m, dtype=np.int64)
-    labels[:p + 1] = _backtrack(Bf, p + 1, k1)
-    labels[p + 1:] = (k - 1 - _backtrack(Bg, m - 1 - p, k2))[::-1]
-    return labels
+    # backward run [a, b) of the reversed points is the forward run [m - b, m - a)
+    return np.concatenate((_backtrack(Bf, p + 1, k1)[:-1], m - _backtrack(Bg, m - 1 - p, k2)[::-1]))
+
+
+def _price_search(W, S, Q, k, lam):
+    """Bounds of an optimal k-clustering by Lagrangian sweeps from the price ``lam``, or None.
+
+    Each sweep at price ``lam`` finds a clustering on the lower convex hull of ``(count,
+    f(count))``. Until k is bracketed the price is rescaled by ``(count / k)^3`` (for smooth
+    data ``f(k) ~ 1/k^2``, so the price ``~ 1/k^3``); then the next price is the slope between
+    the nearest hull points on either side. Returns ``(bounds, cost)``, or None when k is not
+    a corner of the hull (the slope gives back one of the bracketing counts) or after
+    ``_SWEEPS`` sweeps.
+    """
+    above = below = None  # the nearest hull points (count, cost) with count > k and count < k
+    m = W.size - 1
+    E, work = np.empty(m), np.empty((4, m), dtype=np.int32)
+    for _ in range(_SWEEPS):
+        n, cost = _lagrangian_kernel(W, S, Q, lam, E, work)
+        if n == k:
+            bounds = np.empty(k + 1, dtype=np.int64)
+            bounds[k] = i = m
+            for j in range(k - 1, -1, -1):
+                bounds[j] = i = work[0, i - 1]
+            return bounds, cost
+        if n > k and (above is None or n < above[0]):
+            above = (n, cost)
+        if n < k and (below is None or n > below[0]):
+            below = (n, cost)
+        if above is not None and below is not None:
+            new = (below[1] - above[1]) / (above[0] - below[0])
+            if new == lam:
+                return None  # the hull is straight from below to above: no price isolates k
+            lam = new
+        else:
+            lam *= (n / k) ** 3
+    return None
+
+
+def _estimate_price(W, S, Q, k):
+    """The middle of the prices that give k clusters, ``(f(k-1) - f(k+1)) / 2``, on a coarse copy.
+
+    The coarse copy merges runs of consecutive values into ``_COARSE`` (at least 32 k)
+    weighted points at their means; its f(k +- 1) come from :func:`_price_search` started at
+    the price of evenly spread data, ``2 f(1) / k^3``. Only a starting point: a poor
+    estimate costs sweeps, never exactness.
+    """
+    m = W.size - 1
+    f1 = Q[m] - S[m] ** 2 / W[m]
+    guess = 2 * f1 / k ** 3
+    idx = np.unique(np.linspace(0, m, min(m, max(_COARSE, 32 * k)) + 1).astype(np.int64))
+    Wc, Sc = W[idx], S[idx]
+    dw, ds = np.diff(Wc), np.diff(Sc)
+    Qc = np.concatenate(([0.0], np.cumsum(ds * ds / dw)))
+    f = []
+    for kk in (k - 1, k + 1):
+        found = _price_search(Wc, Sc, Qc, kk, guess)
+        if found is None:
+            return guess
+        f.append(found[1])
+    return (f[0] - f[1]) / 2
+
+
+def _optimal_runs(c, w, k, method):
+    """Bounds ``b[0] = 0 < ... < b[k] = m`` of the k runs of an optimal clustering of sorted ``c``.
+
+    ``"lagrangian"`` tries the price sweeps first and falls back to the layers (``"queue"``
+    with numba, ``"dc"`` without).
+    """
+    if method == "lagrangian":
+        if k > 1:
+            if USE_NUMBA:
+                W, S, Q = P = np.empty((3, c.size + 1))  # allocated here: see _lagrangian_kernel
+                _prefix_sums_kernel(c, w, P)
+            else:
+                W, S, Q = _prefix_sums(c, w)
+            found = _price_search(W, S, Q, k, _estimate_price(W, S, Q, k))
+            if found is not None:
+                return found[0]
+        method = "queue" if USE_NUMBA else "dc"
+    return _layered_runs(c, w, k, method)
 
 
 def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
@@ -353,13 +506,32 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
     2017), so a layer needs far fewer than the :math:`O(m^2)` evaluations of the plain program
     (``method="quadratic"``): :math:`O(m \log m)` by divide and conquer (``"dc"``, in numpy)
     or in one sweep with the queue of Hirschberg and Larmore (1987) (``"queue"``, in numba;
-    :math:`O(m \log m)` at worst, about six comparisons per row in practice). The first :math:`\lceil k/2 \rceil` clusters are solved on prefixes and the
-    others on suffixes, which meet at the best split point; with numba the two halves run on
-    two threads.
+    :math:`O(m \log m)` at worst, about six comparisons per row in practice). The first
+    :math:`\lceil k/2 \rceil` clusters are solved on prefixes and the others on suffixes,
+    which meet at the best split point; with numba the two halves run on two threads.
 
-    ``"auto"`` is ``"queue"`` when numba is available and ``"dc"`` otherwise. All methods
-    minimize the same objective: their inertias agree to rounding, and so do their
-    clusterings unless two clusterings tie (to rounding), when either may be returned.
+    ``"lagrangian"`` avoids the :math:`k` layers (Aggarwal, Schieber and Tokuyama 1994):
+    with a price :math:`\lambda` per cluster and no limit on their number,
+
+    .. math::
+
+        G[i] = \min_{0 \le l \le i}\ G[l-1] + \lambda + d(l, i), \qquad G[-1] = 0,
+
+    is one sweep of the same queue. If its best clustering has exactly :math:`k` clusters
+    it is an optimal :math:`k`-clustering, since any other :math:`k`-clustering
+    :math:`P` has :math:`\mathrm{cost}(P) + \lambda k \ge G[m-1]`. The optimal cost
+    :math:`f(k)` is convex in :math:`k`, so the prices that give :math:`k` clusters are
+    :math:`f(k) - f(k+1) \le \lambda \le f(k-1) - f(k)`; the middle of that interval is
+    estimated on a coarse copy of the data (a few thousand weighted points), and one sweep of
+    the full data usually lands in it (further sweeps take the slope between the clusterings
+    found on either side of :math:`k`). Where no price isolates :math:`k` (it is not a
+    corner of the convex hull of :math:`f`: ties such as equal, evenly spaced groups), or
+    after eight sweeps, the layered program takes over, so the result is always exact.
+
+    ``"auto"`` is ``"lagrangian"`` with numba for at least 20,000 distinct values,
+    ``"queue"`` with numba below that, and ``"dc"`` without numba. All methods minimize the
+    same objective: their inertias agree to rounding, and so do their clusterings unless two
+    clusterings tie (to rounding), when any of them may be returned.
 
     Parameters
     ----------
@@ -370,8 +542,8 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
     sample_weight : array_like of float, shape ``x.shape``, optional
         Non-negative weights (default 1); at least ``k`` distinct values must have weight > 0.
         Zero-weight values are assigned to the nearest center but do not move it.
-    method : {"auto", "queue", "dc", "quadratic"}
-        The program filling each layer (see above). ``"queue"`` without numba runs as plain
+    method : {"auto", "lagrangian", "queue", "dc", "quadratic"}
+        The program (see above). ``"lagrangian"`` and ``"queue"`` without numba run as plain
         Python, slowly; ``"quadratic"`` is :math:`O(k m^2)`, for checking on small inputs.
 
     Returns
@@ -402,6 +574,10 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
     Hirschberg and Larmore (1987), "The least weight subsequence problem", SIAM Journal on
     Computing 16(4), 628-638.
 
+    Aggarwal, Schieber and Tokuyama (1994), "Finding a minimum-weight k-link path in graphs
+    with the concave Monge property and applications", Discrete & Computational Geometry
+    12, 263-280.
+
     Examples
     --------
     >>> centers, labels, inertia = kmeans_1d_optimal(np.array([1.0, 2.0, 3.0, 10.0, 11.0, 30.0]), 3)
@@ -410,14 +586,12 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
     """
     x = as_float_array(x, "x", allow_empty=False)
     k = check_int(k, "k", low=1)
-    check_choice(method, "method", ("auto", "queue", "dc", "quadratic"))
-    if method == "auto":
-        method = "queue" if USE_NUMBA else "dc"
+    check_choice(method, "method", ("auto", "lagrangian", "queue", "dc", "quadratic"))
     xf = x.astype(np.float64, copy=False).ravel()
     if sample_weight is None:
         wf = None
-        v, counts = np.unique(xf, return_counts=True)  # sorted distinct values
-        w = counts.astype(np.float64)
+        v, counts = np.unique(x.ravel(), return_counts=True)  # sorted distinct values (sorted in x's dtype)
+        v, w = v.astype(np.float64), counts.astype(np.float64)
     else:
         wf = as_float_array(sample_weight, "sample_weight").astype(np.float64, copy=False)
         if wf.shape != x.shape:
@@ -432,11 +606,13 @@ def kmeans_1d_optimal(x, k, *, sample_weight=None, method="auto"):
     if k > m:
         raise ValueError(f"k must be <= the number of distinct values of x (with positive weight), "
                          f"{m}, got k={k}")
-    vk, wk = v[keep], w[keep]
+    if method == "auto":
+        method = "lagrangian" if USE_NUMBA and m >= _LAGRANGIAN_FROM else "queue" if USE_NUMBA else "dc"
+    vk, wk = (v, w) if m == v.size else (v[keep], w[keep])
     mu = float(np.sum(wk * vk) / np.sum(wk))
     c = vk - mu  # centred: the prefix sums stay small, d(l, i) loses less to cancellation
-    lab = _optimal_runs(c, wk, k, method)
-    centers = np.bincount(lab, weights=wk * c, minlength=k) / np.bincount(lab, weights=wk, minlength=k) + mu
+    starts = _optimal_runs(c, wk, k, method)[:-1]
+    centers = np.add.reduceat(wk * c, starts) / np.add.reduceat(wk, starts) + mu
     # every value (zero-weight ones included) goes to the nearest center
     lab_x = _nearest(xf, centers)
     err = (xf - centers[lab_x]) ** 2

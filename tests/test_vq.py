@@ -87,6 +87,91 @@ def test_meet_in_the_middle_on_two_threads(rng):
         assert lloyd.inertia_ >= i1 * (1 - 1e-12)
 
 
+# ---------------------------------------------------------------- the Lagrangian program
+
+
+def _penalized_brute_force(x, lam):
+    """min over clusterings of sorted distinct x (any number of clusters) of cost + lam * count, O(m^2)."""
+    v = np.sort(x)
+    G = np.zeros(v.size + 1)  # G[i]: the first i points
+    for i in range(1, v.size + 1):
+        G[i] = min(G[l] + lam + ((v[l:i] - v[l:i].mean()) ** 2).sum() for l in range(i))
+    return G[-1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lagrangian_sweep_is_the_penalized_optimum(seed):
+    # one sweep minimizes cost + lam * count over every number of clusters (checked against
+    # the plain O(m^2) recursion), and the clustering it finds is optimal for its own count
+    x = np.random.default_rng(seed).laplace(size=40)
+    W, S, Q = _prefix(x)
+    E, work = np.empty(x.size), np.empty((4, x.size), dtype=np.int32)
+    for lam in (1e-3, 0.05, 0.4, 3.0, 1e3):
+        n, cost = vq._lagrangian_kernel(W, S, Q, lam, E, work)
+        assert cost + lam * n == pytest.approx(_penalized_brute_force(x, lam), rel=1e-12)
+        assert cost == pytest.approx(vq.kmeans_1d_optimal(x, int(n), method="quadratic")[2], rel=1e-10, abs=1e-12)
+
+
+def _spy_fallback(monkeypatch):
+    calls = []
+    orig = vq._layered_runs
+    monkeypatch.setattr(vq, "_layered_runs", lambda *a: calls.append(a[2]) or orig(*a))
+    return calls
+
+
+@pytest.mark.parametrize("dist", ["normal", "laplace", "cauchy", "integers", "mixture"])
+def test_lagrangian_equals_the_layers(rng, monkeypatch, dist):
+    x = {"normal": rng.standard_normal(3000), "laplace": rng.laplace(size=3000),
+         "cauchy": rng.standard_cauchy(2000), "integers": rng.integers(0, 2000, 3000).astype(float),
+         "mixture": np.concatenate([rng.standard_normal(2000), 6 + 0.1 * rng.standard_normal(300), [50.0, 51]])}[dist]
+    fallback = _spy_fallback(monkeypatch)
+    fell = 0
+    for k in (2, 3, 8, 16, 40):
+        c1, l1, i1 = vq.kmeans_1d_optimal(x, k, method="lagrangian")
+        fell += len(fallback)
+        c2, l2, i2 = vq.kmeans_1d_optimal(x, k, method="dc")
+        fallback.clear()
+        assert i1 == pytest.approx(i2, rel=1e-12)
+        if dist != "integers":  # distinct reals: no ties, the same clustering
+            assert np.array_equal(l1, l2)
+            np.testing.assert_allclose(c1, c2, rtol=1e-12)
+    assert fell <= 1  # the sweeps found k themselves (ties among integers may defeat one)
+
+
+def test_lagrangian_falls_back_where_no_price_isolates_k(monkeypatch):
+    # three equal pairs far apart: f(3) = 1.5, f(4) = 1, f(5) = 0.5, f(6) = 0 lie on a line, so
+    # every price gives 3 or 6 clusters (or all of 3..6 on a tie), never 4 or 5 alone
+    x = np.array([0.0, 1.0, 100.0, 101.0, 200.0, 201.0])
+    fallback = _spy_fallback(monkeypatch)
+    for k in (4, 5):
+        _, _, inertia = vq.kmeans_1d_optimal(x, k, method="lagrangian")
+        assert inertia == pytest.approx({4: 1.0, 5: 0.5}[k])
+    assert fallback == [4, 5]
+    for k, f in ((2, 10_001.5), (3, 1.5)):  # corners of the hull: found by a sweep
+        assert vq.kmeans_1d_optimal(x, k, method="lagrangian")[2] == pytest.approx(f)
+    assert fallback == [4, 5]
+
+
+def test_auto_is_lagrangian_for_many_distinct_values(rng, monkeypatch):
+    x = np.concatenate([rng.standard_normal(15_000), 4 + 0.5 * rng.laplace(size=10_000)]).astype(np.float32)
+    sweeps = []
+    orig = vq._lagrangian_kernel
+    monkeypatch.setattr(vq, "_lagrangian_kernel", lambda *a: sweeps.append(a[0].size) or orig(*a))
+    a = vq.kmeans_1d_optimal(x, 16)
+    b = vq.kmeans_1d_optimal(x, 16, method="dc")
+    assert a[2] == pytest.approx(b[2], rel=1e-12) and np.array_equal(a[1], b[1])
+    assert (np.unique(x).size + 1 in sweeps) == vq.USE_NUMBA  # the full data was swept (with numba only)
+
+
+def test_centers_are_the_weighted_means_of_the_runs(rng):
+    x = rng.standard_normal(500)
+    w = rng.uniform(0.1, 2.0, 500)
+    centers, labels, inertia = vq.kmeans_1d_optimal(x, 6, sample_weight=w)
+    for j in range(6):
+        np.testing.assert_allclose(centers[j], np.average(x[labels == j], weights=w[labels == j]), rtol=1e-13)
+    assert inertia == pytest.approx(float(np.sum(w * (x - centers[labels]) ** 2)), rel=1e-13)
+
+
 def test_never_worse_than_lloyd(rng):
     x = np.concatenate([rng.standard_normal(3000), 5 + 0.3 * rng.standard_normal(500)]).astype(np.float32)
     for k in (2, 4, 8, 16):

@@ -39,3 +39,30 @@ def test_product_quantizer_fit_does_not_touch_blas_per_iteration(rng, monkeypatc
     X = rng.standard_normal((600, 8)).astype(np.float32)
     vq.ProductQuantizer(M=2, Ks=16, init="random", max_iter=3, tol=0, rng=0).fit(X)
     assert calls == [600] * (2 * (3 + 1))  # each subspace: one per iteration and the final one
+
+
+def test_prefix_sums_kernel_is_the_numpy_twin_bit_for_bit(rng):
+    c = rng.standard_normal(10_001)
+    w = rng.integers(1, 5, c.size).astype(np.float64)
+    P = np.empty((3, c.size + 1))
+    vq._prefix_sums_kernel(c, w, P)
+    for got, want in zip(P, vq._prefix_sums(c, w)):
+        assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 5, 16])
+def test_nearest_kernel_is_the_numpy_twin_bit_for_bit(rng, dtype, k):
+    from qref import codebook
+    x = rng.standard_normal(70_001).astype(dtype)
+    u = np.sort(rng.choice(x, k, replace=False))  # codewords equal to some values
+    if k > 1:
+        x[:3] = (u[0] + u[1]) / 2  # exact midpoints: the tie goes to the lower codeword
+    x[3:5] = u[0] - 5, u[-1] + 5  # beyond both ends
+    out = np.empty(x.size, dtype=np.int64)
+    codebook._nearest_kernel(x, u, out)
+    want = codebook._nearest_numpy(x, u)
+    assert np.array_equal(out, want)
+    assert np.array_equal(codebook._nearest(x, u), want)  # the dispatcher (numba at this size)
+    if k > 1 and (u[0] + u[1]) / 2 - u[0] == u[1] - (u[0] + u[1]) / 2:
+        assert want[0] == 0
