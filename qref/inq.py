@@ -773,16 +773,26 @@ class ELQResult(NamedTuple):
 
 
 def _full_gradients(net, layers, X, y, batch_size=512):
-    """Gradient of the mean training loss w.r.t. every weight layer's weights (float64)."""
+    """Gradient of the mean training loss w.r.t. every weight layer's weights (float64).
+
+    Taken in evaluation mode, the network as it will be deployed: batch normalization uses
+    (and does not update) its running statistics, so the gradient does not depend on how the
+    data is cut into batches and the model's statistics are left alone.
+    """
     from . import nn
 
     loss = nn.SoftmaxCrossEntropy()
     total = [np.zeros(m.weight.data.shape) for m in layers]
-    for start in range(0, len(y), batch_size):
-        xb, yb = X[start:start + batch_size], y[start:start + batch_size]
-        nn.backprop(net, xb, yb, loss)
-        for t, m in zip(total, layers):
-            t += m.weight.grad * (len(yb) / len(y))
+    was_training = net.training
+    net.eval()
+    try:
+        for start in range(0, len(y), batch_size):
+            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            nn.backprop(net, xb, yb, loss)
+            for t, m in zip(total, layers):
+                t += m.weight.grad * (len(yb) / len(y))
+    finally:
+        net.train(was_training)
     net.zero_grad()
     return total
 
@@ -868,7 +878,6 @@ def elq_quantization(model, X, y, *, ternary=True, portions=PAPER_PORTIONS, stra
 
     def quantize(k, i, w, frozen, count):
         if k and i == 0:  # the gradients after the previous step's re-training, once per step
-            net.train()
             grads[:] = _full_gradients(net, layers, X, y)
         return elq_step(w, grads[i], frozen=frozen, count=count, alpha=alphas[i], ternary=ternary, lam=lam,
                         strategy=strategy)

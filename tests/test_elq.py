@@ -179,6 +179,24 @@ def test_elq_quantization_end_to_end(digits):
         assert set(np.unique(np.abs(layer.weight.data))) == {np.float32(a)}
 
 
+def test_full_gradients_leave_batch_norm_statistics_alone(digits):
+    # the loss-error gradient is taken in evaluation mode: running statistics are used, not
+    # updated, and the result does not depend on the batch size
+    net = nn.Sequential(nn.Linear(64, 16, rng=0), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10, rng=1))
+    nn.fit(net, digits.X_train, digits.y_train, epochs=2, optimizer=nn.SGD(net.parameters(), lr=0.1), progress=False)
+    bn = net.layers[1]
+    stats = bn.running_mean.copy(), bn.running_var.copy()
+    layers = inq.weight_layers(net)
+    X, y = digits.X_train[:300], digits.y_train[:300]
+    g1 = inq._full_gradients(net.train(), layers, X, y, batch_size=64)
+    assert net.training  # the mode is restored
+    g2 = inq._full_gradients(net.eval(), layers, X, y, batch_size=300)
+    assert not net.training
+    assert np.array_equal(stats[0], bn.running_mean) and np.array_equal(stats[1], bn.running_var)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_bad_input(rng):
     w = rng.normal(size=5)
     with pytest.raises(ValueError, match="grad"):
