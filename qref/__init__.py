@@ -26,6 +26,7 @@ One module per family of methods; each function names its paper and equation:
 - :mod:`qref.vnq`       Variational Network Quantization: quantizing prior, KL approximation, VNQLinear, sparse ternary weights
 - :mod:`qref.gradients` quantized gradients: TernGrad, QSGD, 1-bit SGD, error feedback, simulated data-parallel training
 - :mod:`qref.lowprec`   low-precision training: WAGE (integer W, A, G, E), Range BN and gradient bifurcation (Banner et al. 2018), L1-norm BN
+- :mod:`qref.robustness` feature quantization against image distortion (Sun et al. 2018, reconstructed): distortions, feature moments, floor and power layers
 - :mod:`qref.metrics`   MSE, SQNR, KL divergence, angles, size accounting
 - :mod:`qref.data`      synthetic weights, the digits data set, the reference model
 - :mod:`qref.widgets`   interactive figures that work live and in the static book
@@ -35,11 +36,11 @@ numpy is the only hard dependency; numba (``pip install qref[fast]``) accelerate
 kernels without changing any result (see :mod:`qref._numba`).
 """
 
-from . import allocation, auxiliary, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, lowprec, metaquant, metrics, mixed, nn, nonuniform, pruning, qat, rounding, theory, uniform, vnq, vq
+from . import allocation, auxiliary, binary, bitops, bnn, calibration, codebook, data, formats, gradients, inq, intarith, lowprec, metaquant, metrics, mixed, nn, nonuniform, pruning, qat, robustness, rounding, theory, uniform, vnq, vq
 from ._numba import HAVE_NUMBA, USE_NUMBA
 
 __version__ = "0.1.0"
 __all__ = [
-    "allocation", "auxiliary", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "lowprec", "metaquant", "metrics", "mixed", "nn", "nonuniform", "pruning", "qat", "rounding", "theory", "uniform", "vnq", "vq",
+    "allocation", "auxiliary", "binary", "bitops", "bnn", "calibration", "codebook", "data", "formats", "gradients", "inq", "intarith", "lowprec", "metaquant", "metrics", "mixed", "nn", "nonuniform", "pruning", "qat", "robustness", "rounding", "theory", "uniform", "vnq", "vq",
     "HAVE_NUMBA", "USE_NUMBA", "__version__",
 ]
