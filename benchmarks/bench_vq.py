@@ -1,8 +1,9 @@
 """Exact 1-d k-means (``qref.vq.kmeans_1d_optimal``) against scikit-learn's Lloyd k-means.
 
 Scalar clustering of 1M float32 standard-normal values into 16 levels (the weight-sharing
-codebook of a 4-bit layer): the dynamic program of Wang and Song (2011), one O(m) queue sweep
-per layer in numba, forward and backward halves on two threads, against
+codebook of a 4-bit layer): the dynamic program of Wang and Song (2011) in its Lagrangian form
+(a price per cluster instead of 16 layers: one queue sweep of the data in numba, at a price
+estimated on a coarse copy and certified by the cluster count), against
 ``sklearn.cluster.KMeans(n_clusters=16, n_init=1)`` (k-means++, Lloyd). Reported: the time
 ratio (target: qref at most 1/5 of sklearn's time) and, in the note, both inertias (the DP is
 the global optimum, so its inertia is never higher). A second row compares with the exact

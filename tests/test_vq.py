@@ -34,10 +34,12 @@ def test_equals_brute_force(seed):
     for k in (1, 2, 3):
         if k > np.unique(x).size:
             continue
-        centers, labels, inertia = vq.kmeans_1d_optimal(x, k)
-        assert inertia == pytest.approx(_brute_force(x, k), rel=1e-10, abs=1e-12)
-        assert np.all(np.diff(centers) > 0) and labels.dtype == np.uint8
-        np.testing.assert_allclose(((x - centers[labels]) ** 2).sum(), inertia, rtol=1e-12)
+        best = _brute_force(x, k)
+        for method in ("auto", "lagrangian"):
+            centers, labels, inertia = vq.kmeans_1d_optimal(x, k, method=method)
+            assert inertia == pytest.approx(best, rel=1e-10, abs=1e-12)
+            assert np.all(np.diff(centers) > 0) and labels.dtype == np.uint8
+            np.testing.assert_allclose(((x - centers[labels]) ** 2).sum(), inertia, rtol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(3))
