@@ -118,11 +118,12 @@ def _nearest_kernel(xf, u, out):  # pragma: no cover - compiled (tests run it un
 
 
 _NEAREST_PARALLEL = 1 << 16  #: values from which the numba twin (on all threads) runs
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  #: numba has no float16 arithmetic
 
 
 def _nearest(xf, u):
     """:func:`_nearest_numpy`, or its numba twin for large inputs (the same int64 positions)."""
-    if USE_NUMBA and xf.size >= _NEAREST_PARALLEL:
+    if USE_NUMBA and xf.size >= _NEAREST_PARALLEL and xf.dtype in _KERNEL_DTYPES and u.dtype in _KERNEL_DTYPES:
         out = np.empty(xf.shape, dtype=np.int64)
         _nearest_kernel(xf.reshape(-1), u, out.reshape(-1))
         return out

@@ -224,8 +224,8 @@ def _push(E, W, S, queue, takeover, head, tail, c, i, last):  # pragma: no cover
 
     First the starts that ``c`` beats from their own takeover row on are removed (they are
     never best again); then, unless ``c`` is alone, the first row where ``c`` beats the new
-    back is found (step out, then bisect). A start that never wins before the last row is
-    not added. Ties keep the earlier start.
+    back is found (step out, then bisect). A start that wins at no row up to the last
+    is not added. Ties keep the earlier start.
     """
     while tail > head and _later_wins(E, W, S, c, queue[tail - 1], max(takeover[tail - 1], i)):
         tail -= 1
@@ -440,7 +440,7 @@ def _price_search(W, S, Q, k, lam):
 def _estimate_price(W, S, Q, k):
     """The middle of the prices that give k clusters, ``(f(k-1) - f(k+1)) / 2``, on a coarse copy.
 
-    The coarse copy merges runs of consecutive values into ``_COARSE`` (at least 32 k)
+    The coarse copy merges runs of consecutive values into ``_COARSE`` (at least 32 k, at most m)
     weighted points at their means; its f(k +- 1) come from :func:`_price_search` started at
     the price of evenly spread data, ``2 f(1) / k^3``. Only a starting point: a poor
     estimate costs sweeps, never exactness.
@@ -467,6 +467,8 @@ def _optimal_runs(c, w, k, method):
     ``"lagrangian"`` tries the price sweeps first and falls back to the layers (``"queue"``
     with numba, ``"dc"`` without).
     """
+    if k == c.size:  # every value alone: the only clustering, at cost zero
+        return np.arange(k + 1)
     if method == "lagrangian":
         if k > 1:
             if USE_NUMBA:

@@ -66,3 +66,19 @@ def test_nearest_kernel_is_the_numpy_twin_bit_for_bit(rng, dtype, k):
     assert np.array_equal(codebook._nearest(x, u), want)  # the dispatcher (numba at this size)
     if k > 1 and (u[0] + u[1]) / 2 - u[0] == u[1] - (u[0] + u[1]) / 2:
         assert want[0] == 0
+
+
+def test_nearest_of_float16_takes_the_numpy_twin(rng):
+    # numba has no float16 arithmetic: the dispatcher keeps such input on the numpy path
+    from qref import codebook
+    x = rng.standard_normal(70_001).astype(np.float16)
+    u = np.array([-1.0, 0.0, 0.5], dtype=np.float16)
+    assert np.array_equal(codebook._nearest(x, u), codebook._nearest_numpy(x, u))
+
+
+def test_k_equal_to_the_number_of_values_is_every_value_alone(rng):
+    x = rng.permutation(np.repeat(rng.standard_normal(40), 3))
+    for method in ("lagrangian", "queue", "dc", "quadratic"):
+        centers, labels, inertia = vq.kmeans_1d_optimal(x, 40, method=method)
+        np.testing.assert_allclose(centers, np.unique(x), rtol=1e-15, atol=1e-15)  # the mean of 3 equal values
+        assert inertia < 1e-28
