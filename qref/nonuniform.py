@@ -216,6 +216,78 @@ def _thresholds(levels):
     return 0.5 * (levels[1:] + levels[:-1])
 
 
+def _pdf(t, density):
+    """The unit-variance density at the points ``t`` (0 at +-inf and outside the support)."""
+    fin = np.isfinite(t)
+    a = np.where(fin, np.abs(t), 0.0)
+    if density == "gaussian":
+        f = _INV_SQRT_2PI * np.exp(-0.5 * a * a)
+    elif density == "laplace":
+        f = np.exp(-a / _LAPLACE_B) / (2.0 * _LAPLACE_B)
+    else:
+        f = np.where(a < _SQRT3, 1.0 / (2.0 * _SQRT3), 0.0)
+    return np.where(fin, f, 0.0)
+
+
+def _solve_tridiagonal(sub, diag, sup, rhs):
+    """Solve the tridiagonal system (``sub[i-1]``, ``diag[i]``, ``sup[i]`` on row i) by elimination, O(n)."""
+    n = diag.size
+    d, r = diag.astype(np.float64), rhs.astype(np.float64)
+    for i in range(1, n):  # forward elimination
+        w = sub[i - 1] / d[i - 1]
+        d[i] -= w * sup[i - 1]
+        r[i] -= w * r[i - 1]
+    x = np.empty(n)
+    x[-1] = r[-1] / d[-1]
+    for i in range(n - 2, -1, -1):  # back substitution
+        x[i] = (r[i] - sup[i] * x[i + 1]) / d[i]
+    return x
+
+
+def _lloyd_fixed_point(levels, cells, tol, max_iter, *, symmetric=False):
+    r"""Solve the centroid condition :math:`y = G(y)` by Lloyd's iteration with Newton steps.
+
+    ``cells(y)`` returns, for each level, its cell's edges ``a, b``, probability ``p`` and
+    first moment ``m1`` (so :math:`G_i = m_{1,i} / p_i`) and the density at the edges ``fa,
+    fb`` (0 at an edge that does not move with ``y``: infinite or pinned). Every iteration
+    computes the Lloyd update :math:`G(y)` and stops when it moves no level by more than
+    ``tol`` (returning it). Otherwise it takes a Newton step on :math:`G(y) - y = 0`: with
+    edges at the midpoints of the levels, :math:`\partial G_i/\partial a_i = f(a_i)(G_i -
+    a_i)/p_i` and :math:`\partial G_i/\partial b_i = f(b_i)(b_i - G_i)/p_i`, so the Jacobian
+    is tridiagonal and the step costs O(n). From a good start Newton converges quadratically
+    where Lloyd's iteration needs about :math:`n^2` steps. A Newton step that would unsort
+    the levels is replaced by the Lloyd update, and once a step fails to shrink the update,
+    the iteration stays with plain Lloyd steps (which never increase the distortion).
+    ``symmetric``: the density is symmetric, so is the optimum (:math:`y_{n-1-i} = -y_i`), and
+    each Newton step is symmetrized; otherwise rounding can push the levels along a direction
+    the iteration hardly feels (a common shift, to which the memoryless Laplace tails are
+    blind: for two levels its Jacobian is singular). Returns the levels and whether it
+    converged.
+    """
+    y = np.asarray(levels, dtype=np.float64)
+    newton, last = True, np.inf
+    for _ in range(max_iter):
+        a, b, p, m1, fa, fb = cells(y)
+        g = np.where(p > 0, m1 / np.where(p > 0, p, 1.0), y)  # an empty cell keeps its level
+        step = float(np.max(np.abs(g - y)))
+        if step <= tol:
+            return g, True
+        newton = newton and step < last
+        last = step
+        y_next = g
+        if newton and np.all(p > 0):
+            da = 0.5 * np.where(fa > 0, fa * (g - np.where(fa > 0, a, 0.0)), 0.0) / p  # dG_i / dy_{i-1}
+            db = 0.5 * np.where(fb > 0, fb * (np.where(fb > 0, b, 0.0) - g), 0.0) / p  # dG_i / dy_{i+1}
+            with np.errstate(all="ignore"):  # a singular Jacobian gives inf/nan: rejected below
+                cand = y + _solve_tridiagonal(-da[1:], 1.0 - da - db, -db[:-1], g - y)
+            if symmetric:
+                cand = 0.5 * (cand - cand[::-1])
+            if np.all(np.isfinite(cand)) and np.all(np.diff(cand) > 0):
+                y_next = cand
+        y = y_next
+    return y, False
+
+
 def lloyd_max(bits=None, *, n_levels=None, density="gaussian", tol=1e-12, max_iter=100_000):
     r"""Lloyd-Max quantizer of a unit-variance density: optimal levels, thresholds and MSE.
 
@@ -229,10 +301,16 @@ def lloyd_max(bits=None, *, n_levels=None, density="gaussian", tol=1e-12, max_it
     until no level moves by more than ``tol``, and returns the distortion
     :math:`D = \sum_i \int_{t_{i-1}}^{t_i} (x - y_i)^2 f(x)\,dx
     = \sum_i (M_{2,i} - 2 y_i M_{1,i} + y_i^2 P_i)` computed from the closed-form cell moments
-    :math:`P_i, M_{1,i}, M_{2,i}`. Each iteration never increases :math:`D`, and for the
+    :math:`P_i, M_{1,i}, M_{2,i}`. A Lloyd step never increases :math:`D`, and for the
     log-concave densities here the fixed point is the global optimum (Fleischer 1964).
-    Start: the levels of the optimal uniform-density quantizer,
-    :math:`y_i = \sqrt{3}\,(2i - 1 - n)/n`.
+    Start: the asymptotically optimal levels, the quantiles of the density
+    :math:`\propto f^{1/3}` (Panter and Dite 1951). Lloyd's steps alone need about
+    :math:`n^2` iterations (14 s for 8 bits); here each is followed by a Newton step on the
+    same fixed-point equations, whose Jacobian is tridiagonal (the cell of level :math:`i`
+    moves with levels :math:`i - 1, i, i + 1` only), and the iteration converges in a handful
+    of steps (12 bits in well under a second). For many levels the distortion approaches
+    the Panter–Dite value :math:`\tfrac{1}{12 n^2} \big(\int f^{1/3}\big)^3`:
+    :math:`\sqrt{3}\pi / (2 n^2)` for the Gaussian, :math:`9 / (2 n^2)` for the Laplace.
 
     For another variance :math:`\sigma^2`, multiply levels and thresholds by :math:`\sigma`
     and the MSE by :math:`\sigma^2`.
@@ -249,8 +327,7 @@ def lloyd_max(bits=None, *, n_levels=None, density="gaussian", tol=1e-12, max_it
     tol : float > 0
         Stop when the largest level update is at most ``tol``.
     max_iter : int >= 1
-        At most this many iterations (a :class:`RuntimeWarning` if not converged; many levels
-        converge slowly, about :math:`n^2` iterations).
+        At most this many iterations (a :class:`RuntimeWarning` if not converged).
 
     Returns
     -------
@@ -281,20 +358,18 @@ def lloyd_max(bits=None, *, n_levels=None, density="gaussian", tol=1e-12, max_it
     check_choice(density, "density", DENSITIES)
     check_positive(tol, "tol")
     max_iter = check_int(max_iter, "max_iter", low=1)
-    levels = _start_levels(n, density)
-    for _ in range(max_iter):
-        t = _thresholds(levels)
+
+    def cells(y):
+        t = _thresholds(y)
         a = np.concatenate(([-np.inf], t))
         b = np.concatenate((t, [np.inf]))
         p, m1, _m2 = _cell_moments(a, b, density)
-        new = np.where(p > 0, m1 / np.where(p > 0, p, 1.0), levels)  # an empty cell keeps its level
-        step = float(np.max(np.abs(new - levels)))
-        levels = new
-        if step <= tol:
-            break
-    else:
-        warnings.warn(f"lloyd_max did not converge in max_iter={max_iter} iterations "
-                      f"(last level update {step:.3g} > tol={tol:g})", RuntimeWarning, stacklevel=2)
+        return a, b, p, m1, _pdf(a, density), _pdf(b, density)
+
+    levels, converged = _lloyd_fixed_point(_start_levels(n, density), cells, tol, max_iter, symmetric=True)
+    if not converged:
+        warnings.warn(f"lloyd_max did not converge in max_iter={max_iter} iterations", RuntimeWarning,
+                      stacklevel=2)
     t = _thresholds(levels)
     a = np.concatenate(([-np.inf], t))
     b = np.concatenate((t, [np.inf]))
@@ -1551,14 +1626,15 @@ def _hwgq_table(bits, uniform, tol, max_iter):
     step = golden_section_min(lambda d: _hwgq_uniform_mse(d, m), 1e-9, 8.0 / m + 1.0, tol=1e-13)
     levels = np.arange(m + 1) * step
     if not uniform:  # Lloyd's iteration on the positive half, started from the uniform optimum
-        for _ in range(max_iter):
-            _t, p, m1, _m2, _ = _hwgq_parts(levels)
-            new = np.concatenate(([0.0], np.where(p > 0, m1 / np.where(p > 0, p, 1.0), levels[1:])))
-            moved = float(np.max(np.abs(new - levels)))
-            levels = new
-            if moved <= tol:
-                break
-        else:
+
+        def cells(q):  # the cells (t_i, t_{i+1}] of the positive levels; t_1 = 0 is pinned
+            t, p, m1, _m2, _ = _hwgq_parts(np.concatenate(([0.0], q)))
+            hi = np.concatenate((t[1:], [np.inf]))
+            return t, hi, p, m1, np.concatenate(([0.0], _pdf(t[1:], "gaussian"))), _pdf(hi, "gaussian")
+
+        q, converged = _lloyd_fixed_point(levels[1:], cells, tol, max_iter)
+        levels = np.concatenate(([0.0], q))
+        if not converged:
             warnings.warn(f"hwgq_levels did not converge in max_iter={max_iter} iterations",
                           RuntimeWarning, stacklevel=3)
     t, *_, mse = _hwgq_parts(levels)

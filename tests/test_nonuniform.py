@@ -1,5 +1,7 @@
 """Lloyd-Max quantizers: Max's (1960) table, closed-form moments against quadrature, data version."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,56 @@ def test_bad_input():
         NU.lloyd_max_data(np.zeros(3), 2, init=[0.0, 1.0])
     with pytest.warns(RuntimeWarning, match="did not converge"):
         NU.lloyd_max(4, max_iter=2)
+
+
+# ---------------------------------------------------------------- Lloyd's iteration with Newton steps
+
+
+@pytest.mark.parametrize("density", ["gaussian", "laplace", "uniform"])
+@pytest.mark.parametrize("bits", [1, 3, 6, 9])
+def test_lloyd_max_is_a_symmetric_fixed_point(density, bits):
+    # independent of how it was reached: each level is the mean of its cell (computed here by
+    # numerical integration), the thresholds are the midpoints, the levels are symmetric
+    from scipy import integrate, stats
+    dist = {"gaussian": stats.norm(), "laplace": stats.laplace(scale=1 / np.sqrt(2)),
+            "uniform": stats.uniform(-np.sqrt(3), 2 * np.sqrt(3))}[density]
+    r = NU.lloyd_max(bits, density=density)
+    np.testing.assert_array_equal(r.levels, -r.levels[::-1])
+    np.testing.assert_allclose(r.thresholds, (r.levels[1:] + r.levels[:-1]) / 2, rtol=0, atol=1e-15)
+    edges = np.concatenate(([-np.inf], r.thresholds, [np.inf]))
+    for i in range(0, r.levels.size, max(1, r.levels.size // 7)):  # a few cells, tails included
+        a, b = edges[i], edges[i + 1]
+        p = dist.cdf(b) - dist.cdf(a)
+        lo, hi = max(a, dist.support()[0], -50), min(b, dist.support()[1], 50)
+        m1 = integrate.quad(lambda x: x * dist.pdf(x), lo, hi, epsabs=1e-14, epsrel=1e-12)[0]
+        assert r.levels[i] == pytest.approx(m1 / p, rel=1e-8, abs=1e-10)
+
+
+@pytest.mark.parametrize("density, limit", [("gaussian", np.sqrt(3) * np.pi / 2), ("laplace", 4.5),
+                                            ("uniform", 1.0)])
+def test_lloyd_max_approaches_the_panter_dite_distortion(density, limit):
+    # D ~ (int f^(1/3))^3 / (12 n^2) for many levels (Panter and Dite 1951); 12 bits converge
+    # without a warning (Lloyd's steps alone needed ~n^2 iterations: 14 s at 8 bits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = NU.lloyd_max(12, density=density)
+    assert r.mse * 4**12 == pytest.approx(limit, rel=1e-3)
+    assert NU.lloyd_max(8, density=density).mse * 4**8 == pytest.approx(limit, rel=2e-2)
+
+
+def test_newton_steps_agree_with_plain_lloyd(monkeypatch):
+    # with the Newton step switched off (the tridiagonal solve returns no step), the iteration
+    # is Lloyd's; both end at the same levels (Lloyd to its slower tolerance)
+    fast = NU.lloyd_max(3, density="laplace")
+    monkeypatch.setattr(NU, "_solve_tridiagonal", lambda sub, diag, sup, rhs: np.full(diag.size, np.nan))
+    slow = NU.lloyd_max(3, density="laplace", tol=1e-14, max_iter=10**6)
+    np.testing.assert_allclose(fast.levels, slow.levels, atol=1e-9)
+    assert fast.mse == pytest.approx(slow.mse, rel=1e-12)
+
+
+def test_solve_tridiagonal(rng):
+    n = 7
+    sub, sup, rhs = rng.standard_normal(n - 1), rng.standard_normal(n - 1), rng.standard_normal(n)
+    diag = 4 + rng.random(n)
+    A = np.diag(diag) + np.diag(sub, -1) + np.diag(sup, 1)
+    np.testing.assert_allclose(NU._solve_tridiagonal(sub, diag, sup, rhs), np.linalg.solve(A, rhs), rtol=1e-12)

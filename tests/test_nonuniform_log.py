@@ -595,3 +595,20 @@ def test_decision_thresholds():
     assert NU.decision_thresholds([-1.0, 2.0], rule="log")[0] == 0.0  # opposite signs: split at 0
     with pytest.raises(ValueError, match="rule must be one of"):
         NU.decision_thresholds(lv, rule="mid")
+
+
+def test_hwgq_levels_converge_at_eight_bits():
+    # 255 Lloyd levels of the half Gaussian: converged without a warning, and a fixed point
+    # (each level the mean of its cell, the first threshold pinned at 0)
+    import warnings
+    from scipy import stats
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = NU.hwgq_levels(8, uniform=False)
+    q, t = r.levels[1:], r.thresholds
+    assert t[0] == 0.0
+    hi = np.concatenate((t[1:], [np.inf]))
+    p = stats.norm.cdf(hi) - stats.norm.cdf(t)
+    m1 = stats.norm.pdf(t) - stats.norm.pdf(hi)  # int_t^hi x phi(x) dx
+    np.testing.assert_allclose(q, m1 / p, rtol=1e-9)
+    assert r.mse < NU.hwgq_levels(8).mse  # better than the uniform HWGQ
