@@ -46,13 +46,13 @@ stochastic neurons for conditional computation. arXiv:1308.3432.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import copy
+from typing import NamedTuple
 
 import numpy as np
 
 from . import nn
+from .qat import _Quantizer as _Layer  # a Module whose backward checks it follows a forward
 from ._validation import (
     as_float_array, check_axis, check_choice, check_fraction, check_int, check_positive, check_real, check_rng,
 )
@@ -598,25 +598,6 @@ def renormalize_batch_norm(model, X):
 # --------------------------------------------------------------------------------------
 # The feature-quantization layers
 # --------------------------------------------------------------------------------------
-
-
-class _Layer(nn.Module):
-    """A module whose backward checks that it follows a forward of the same shape."""
-
-    def _input(self, x, name="x"):
-        x = as_float_array(x, name)
-        if x.dtype == np.float16:          # computed in float32
-            x = x.astype(np.float32)
-        self._shape = x.shape
-        return x
-
-    def _grad(self, grad_out):
-        if not hasattr(self, "_shape"):
-            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
-        g = as_float_array(grad_out, "grad_out", finite=False)
-        if g.shape != self._shape:
-            raise ValueError(f"grad_out must have the shape of the forward input {self._shape}, got {g.shape}")
-        return g
 
 
 class FloorQuantize(_Layer):
