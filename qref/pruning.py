@@ -56,6 +56,7 @@ from . import nn
 from ._validation import (
     as_float_array, check_bits, check_fraction, check_int, check_positive, check_rng,
 )
+from .inq import weight_layers
 
 __all__ = [
     "magnitude_prune_mask",
@@ -426,10 +427,8 @@ class CompressionResult(NamedTuple):
 
 
 def _weight_layers(model):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a qref.nn.Module, got {type(model).__name__}")
-    layers = [m for m in model.modules()
-              if isinstance(getattr(m, "weight", None), nn.Parameter) and hasattr(m, "weight_quantizer")]
+    """The weight layers of ``model`` (as :func:`qref.inq.weight_layers`), at least one, none quantized yet."""
+    layers = weight_layers(model)
     if not layers:
         raise ValueError("model has no weight layer (Linear or Conv2d) to compress")
     for i, m in enumerate(layers):
