@@ -366,6 +366,16 @@ def _prefix_sums_kernel(c, w, P):  # pragma: no cover - compiled (tests run it u
         P[2, i + 1] = d
 
 
+def _prefix(c, w):
+    """:func:`_prefix_sums` by its numba twin when numba runs (allocated here, in numpy: see
+    :func:`_lagrangian_kernel`), the numpy twin otherwise; the same bits either way."""
+    if not USE_NUMBA:
+        return _prefix_sums(c, w)
+    P = np.empty((3, c.size + 1))
+    _prefix_sums_kernel(c, w, P)
+    return P[0], P[1], P[2]
+
+
 _LAYERS = {"quadratic": _dp_quadratic, "dc": _dp_dc_numpy, "queue": _dp_queue_kernel}
 _THREADS_FROM = 20_000  # distinct values; below this two threads cost more than they save
 _LAGRANGIAN_FROM = 20_000  # distinct values; below this the layers are as fast
@@ -384,12 +394,12 @@ def _layered_runs(c, w, k, method):
     m = c.size
     layers = _LAYERS[method]
     if method == "quadratic" or k == 1:
-        B, _ = layers(*_prefix_sums(c, w), k)
+        B, _ = layers(*_prefix(c, w), k)
         return _backtrack(B, m, k)
     k1 = (k + 1) // 2
     k2 = k - k1
-    forward = (*_prefix_sums(c, w), k1)
-    backward = (*_prefix_sums(-c[::-1], w[::-1]), k2)
+    forward = (*_prefix(c, w), k1)
+    backward = (*_prefix(-c[::-1], w[::-1]), k2)
     if method == "queue" and USE_NUMBA and m >= _THREADS_FROM:  # the kernel releases the GIL
         with ThreadPoolExecutor(max_workers=2) as pool:
             f, g = pool.submit(layers, *forward), pool.submit(layers, *backward)
@@ -471,11 +481,7 @@ def _optimal_runs(c, w, k, method):
         return np.arange(k + 1)
     if method == "lagrangian":
         if k > 1:
-            if USE_NUMBA:
-                W, S, Q = P = np.empty((3, c.size + 1))  # allocated here: see _lagrangian_kernel
-                _prefix_sums_kernel(c, w, P)
-            else:
-                W, S, Q = _prefix_sums(c, w)
+            W, S, Q = _prefix(c, w)
             found = _price_search(W, S, Q, k, _estimate_price(W, S, Q, k))
             if found is not None:
                 return found[0]
